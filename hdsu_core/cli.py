@@ -1,0 +1,187 @@
+"""Command line: ``python -m hdsu_core ...``.
+
+Errors the user can fix (unknown flag, missing file, bad value) print one line on stderr and exit
+non-zero, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class CliError(Exception):
+    """A user-facing error: one line, exit code 2 (usage) or 1 (failure)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line instead of usage + message
+        raise CliError(f"{self.prog}: {message}", 2)
+
+
+def _emit(obj, as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        print(json.dumps(obj, indent=2, default=str))
+    else:
+        print(text if text is not None else json.dumps(obj, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------------------
+# hierarchy
+# ------------------------------------------------------------------------------------------------
+def cmd_hierarchy_validate(a) -> int:
+    from hdsu_core.hierarchy import validate_data
+    path = Path(a.path)
+    if not path.exists():
+        raise CliError(f"hierarchy file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        print(f"bad_format: [-] {path}: not valid JSON ({e})")
+        return 1
+    violations = validate_data(data)
+    for v in violations:
+        print(str(v))
+    if not violations:
+        print(f"{path}: valid ({len(data['concepts'])} concepts)", file=sys.stderr)
+    return 1 if violations else 0
+
+
+def cmd_hierarchy_show(a) -> int:
+    from hdsu_core.hierarchy import Hierarchy
+    from hdsu_core.paths import DEFAULT_HIERARCHY
+    h = Hierarchy.load(a.path or DEFAULT_HIERARCHY)
+    counts = h.level_counts()
+    info = {"name": h.name, "concepts": len(h), "levels": {str(k): v for k, v in counts.items()},
+            "roots": h.roots()}
+    if a.json:
+        _emit(info, True)
+    else:
+        print(f"{h.name}: {len(h)} concepts")
+        for cid in h.ordered_ids():
+            c = h.concept(cid)
+            if c.level <= a.depth:
+                print(f"{'  ' * (c.level - 1)}L{c.level} {c.id}  {c.name}")
+    return 0
+
+
+def cmd_hierarchy_import(a) -> int:
+    from hdsu_core.icd10 import import_branch
+    h = import_branch(a.range)
+    h.save(a.out)
+    print(json.dumps({"out": str(a.out), "concepts": len(h),
+                      "levels": {str(k): v for k, v in h.level_counts().items()}}))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------
+def cmd_data_load(a) -> int:
+    from hdsu_core import datasets
+    rep = datasets.load(a.kind, a.path)
+    by_source: dict[str, int] = {}
+    for it in rep.items:
+        by_source[it.source] = by_source.get(it.source, 0) + 1
+    info = {"path": str(a.path), "kind": a.kind, "items": len(rep.items), "skipped": len(rep.skipped),
+            "repaired": rep.repaired, "sources": by_source,
+            "skipped_rows": [{"row": s.row, "reason": s.reason} for s in rep.skipped[:a.show_skipped]]}
+    if a.json:
+        _emit(info, True)
+    else:
+        print(f"{a.path}: {len(rep.items)} items, {len(rep.skipped)} skipped, {rep.repaired} repaired")
+        for s in rep.skipped[:a.show_skipped]:
+            print(f"  {s.file}:{s.row}: {s.reason}")
+    return 0
+
+
+def cmd_data_split(a) -> int:
+    from hdsu_core import datasets
+    from hdsu_core.hierarchy import Hierarchy
+    from hdsu_core.paths import DEFAULT_HIERARCHY
+    from hdsu_core.tagging import make_split
+    h = Hierarchy.load(a.hierarchy or DEFAULT_HIERARCHY)
+    items = []
+    for spec in a.dataset:
+        items.extend(datasets.load_spec(spec).items)
+    sp = make_split(items, h, a.forget.split(","), seed=a.seed, holdout_fraction=a.holdout)
+    info = sp.summary()
+    info["per_concept"] = {k: v for k, v in sorted(sp.counts.items())}
+    if a.json:
+        _emit(info, True)
+    else:
+        print(f"forget {info['forget']}  retain {info['retain']}  holdout {info['holdout']} "
+              f"(forget-side {info['holdout_forget']})  untagged {info['untagged']}")
+        for k, v in info["per_concept"].items():
+            if k in sp.targeted:
+                print(f"  {k}: {v}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hdsu_core", description="HDSU Studio engine")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    hp = sub.add_parser("hierarchy", help="validate, show, import concept hierarchies")
+    hs = hp.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    x = hs.add_parser("validate")
+    x.add_argument("path")
+    x.set_defaults(fn=cmd_hierarchy_validate)
+    x = hs.add_parser("show")
+    x.add_argument("path", nargs="?")
+    x.add_argument("--json", action="store_true")
+    x.add_argument("--depth", type=int, default=4)
+    x.set_defaults(fn=cmd_hierarchy_show)
+    x = hs.add_parser("import-icd10cm")
+    x.add_argument("range", help='chapter, block or category, e.g. "F40-F48"')
+    x.add_argument("--out", required=True, type=Path)
+    x.set_defaults(fn=cmd_hierarchy_import)
+
+    dp = sub.add_parser("data", help="load datasets and build splits")
+    ds = dp.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    x = ds.add_parser("load")
+    x.add_argument("kind", choices=["medmcqa", "mhqa", "mhqa_gold", "mhqa_b", "generic", "demo"])
+    x.add_argument("path", type=Path)
+    x.add_argument("--json", action="store_true")
+    x.add_argument("--show-skipped", type=int, default=20)
+    x.set_defaults(fn=cmd_data_load)
+    x = ds.add_parser("split")
+    x.add_argument("--hierarchy", type=Path)
+    x.add_argument("--dataset", action="append", required=True, help="KIND:PATH (repeatable)")
+    x.add_argument("--forget", required=True, help="concept ids, comma-separated")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--holdout", type=float, default=0.2)
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_data_split)
+
+    try:
+        from hdsu_core import cli_engine  # run / bench / demo / worker commands
+        cli_engine.register(sub)
+    except ImportError as e:  # pragma: no cover - only while the engine is absent
+        if "cli_engine" not in str(e):
+            raise
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hdsu_core.datasets import DatasetError
+    from hdsu_core.hierarchy import HierarchyError
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.fn(args) or 0)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except (HierarchyError, DatasetError, FileNotFoundError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

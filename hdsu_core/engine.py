@@ -1,0 +1,258 @@
+"""One unlearning run end to end: data + hierarchy -> split -> probes before -> unlearn ->
+probes after -> metrics -> DuckDB. Used by the CLI, the worker process and the benchmark.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from hdsu_core import metrics as M
+from hdsu_core import paths
+from hdsu_core.datasets import QAItem, load_spec
+from hdsu_core.hierarchy import Hierarchy
+from hdsu_core.methods import UnlearnContext, get_method
+from hdsu_core.methods.base import Cancelled
+from hdsu_core.models import (DEMO_RECIPE, ModelBundle, build_demo_model, clone_model, inject_knowledge,
+                              load_model, member_items, set_seed)
+from hdsu_core.probes import generate, perplexity, score_mcq
+from hdsu_core.tagging import Split, Tagger, is_member, make_split
+
+ProgressFn = Callable[[str, float, str], None]
+
+# Default forget selections for the public benchmarks (issue: MedMCQA Surgery; MHQA Anxiety,
+# Depression, Trauma with OCD retained) and for the demo knowledge base.
+DEFAULT_FORGET = {"demo": ["anxiety"], "medmcqa": ["surgery"], "mhqa": ["anxiety", "depression", "trauma"],
+                  "mhqa_gold": ["anxiety", "depression", "trauma"], "mhqa_b": ["anxiety", "depression", "trauma"],
+                  "generic": []}
+# Knowledge-injection recipes for real datasets: longer questions need a slightly larger tiny model.
+INJECT_RECIPE = {"hidden": 192, "layers": 3, "heads": 6, "intermediate": 512, "vocab": 6000,
+                 "lr": 2e-3, "batch": 32, "max_epochs": 60, "target_acc": 0.95, "seed": 0,
+                 "holdout_fraction": 0.2, "max_len": 96, "version": 1, "eval_every": 5,
+                 "time_budget_s": 1500}
+
+
+@dataclass
+class RunConfig:
+    forget: list[str]
+    method: str = "hdsu"
+    model: str = "demo"              # "demo" or a local HF directory / .gguf file
+    dataset: str = "demo"            # "demo" or KIND:PATH
+    hierarchy: str | None = None     # JSON path; None = default file (or hierarchy_version)
+    hierarchy_version: int | None = None
+    seed: int = 0
+    holdout_fraction: float = 0.2
+    settings: dict = field(default_factory=dict)
+    inject: bool = False             # fine-tune a given model on the dataset members first
+    n_generations: int = 4
+    limit: int | None = None         # use only the first N items of the dataset (quick looks)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def dataset_kind(spec: str) -> str:
+    return "demo" if spec == "demo" else spec.split(":", 1)[0]
+
+
+def load_items(spec: str, limit: int | None = None) -> list[QAItem]:
+    items = load_spec(spec).items
+    return items[:limit] if limit else items
+
+
+def load_hierarchy(cfg: RunConfig, store=None) -> Hierarchy:
+    if cfg.hierarchy:
+        return Hierarchy.load(cfg.hierarchy)
+    if cfg.hierarchy_version is not None and store is not None:
+        return Hierarchy.from_dict(store.get_hierarchy_version(cfg.hierarchy_version)["hierarchy"])
+    return Hierarchy.load(paths.DEFAULT_HIERARCHY)
+
+
+def prepare_model(cfg: RunConfig, items: Sequence[QAItem], progress: ProgressFn) -> ModelBundle:
+    """The model the run starts from. The demo model on the demo KB; on any other dataset a tiny
+    model knowledge-injected on that dataset's members (cached); or a given model, optionally
+    fine-tuned on the members first (``inject``)."""
+    kind = dataset_kind(cfg.dataset)
+    if cfg.model == "demo" and kind == "demo" and not cfg.limit:
+        return build_demo_model(progress=progress)
+    members = member_items(items, cfg.seed, cfg.holdout_fraction)
+    if cfg.model == "demo":
+        recipe = dict(DEMO_RECIPE) if kind == "demo" else dict(INJECT_RECIPE)
+        recipe.update(seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
+        return inject_knowledge(members, name=f"inject-{kind}", recipe=recipe, progress=progress)
+    if cfg.inject:
+        return inject_knowledge(members, name="inject-custom", base=cfg.model,
+                                recipe={**INJECT_RECIPE, "lr": 5e-5, "max_epochs": 10}, progress=progress)
+    return load_model(cfg.model)
+
+
+def calibration_split(holdout: Sequence[QAItem], seed: int) -> tuple[list[QAItem], list[QAItem]]:
+    """Half of the non-members calibrate the stopping rule; the other half is kept for the
+    membership-inference evaluation so the reported AUC is not measured on what the run tuned on."""
+    calib = [it for it in holdout if not is_member(it.id, seed + 7919, 0.5)]
+    evaluation = [it for it in holdout if is_member(it.id, seed + 7919, 0.5)]
+    return calib, evaluation
+
+
+def probe_all(bundle_model, tok, split: Split, max_len: int) -> dict[str, list[dict]]:
+    return {"forget": score_mcq(bundle_model, tok, split.forget, max_len=max_len),
+            "retain": score_mcq(bundle_model, tok, split.retain, max_len=max_len),
+            "holdout": score_mcq(bundle_model, tok, split.holdout, max_len=max_len)}
+
+
+def _rows(res: dict[str, list[dict]], split: Split) -> list[dict]:
+    out = []
+    for part, rows in res.items():
+        for r in rows:
+            out.append({**r, "split": part, "concept_id": split.tags[r["item_id"]].concept_id or ""})
+    return out
+
+
+def summarise(before: dict, after: dict, split: Split, eval_ids: set[str]) -> dict[str, float]:
+    def acc(res, part):
+        return M.accuracy(r["correct"] for r in res[part])
+
+    def auc(res, kind):
+        mem = [r[kind] for r in res["forget"]]
+        non = [r[kind] for r in res["holdout"] if r["item_id"] in eval_ids]
+        return M.mia_auc_loss(mem, non) if kind == "loss" else M.mia_auc_mink(mem, non)
+
+    hf_ids = {it.id for it in split.holdout_forget}
+    out = {
+        "forget_acc_before": acc(before, "forget"), "forget_acc_after": acc(after, "forget"),
+        "retain_acc_before": acc(before, "retain"), "retain_acc_after": acc(after, "retain"),
+        "holdout_acc_before": acc(before, "holdout"), "holdout_acc_after": acc(after, "holdout"),
+        "holdout_forget_acc_before": M.accuracy(r["correct"] for r in before["holdout"] if r["item_id"] in hf_ids),
+        "holdout_forget_acc_after": M.accuracy(r["correct"] for r in after["holdout"] if r["item_id"] in hf_ids),
+        "mia_auc_before": auc(before, "loss"), "mia_auc": auc(after, "loss"),
+        "mia_auc_mink_before": auc(before, "mink"), "mia_auc_mink": auc(after, "mink"),
+        "n_forget": len(split.forget), "n_retain": len(split.retain), "n_holdout": len(split.holdout),
+    }
+    out["forgetting_rate"] = M.forgetting_rate(out["forget_acc_after"])
+    out["knowledge_preservation"] = out["retain_acc_after"]
+    out["retain_change_points"] = 100 * (out["retain_acc_after"] - out["retain_acc_before"])
+    out["mia_resistance"] = M.mia_resistance(out["mia_auc"])
+    return out
+
+
+def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
+                   progress: ProgressFn = lambda p, f, m: None,
+                   should_cancel: Callable[[], bool] = lambda: False) -> dict:
+    """Execute one run. With a store, results are written under ``run_id`` (created if missing)."""
+    t0 = time.time()
+    set_seed(cfg.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    run_id = run_id or new_run_id()
+    progress("load", 0.0, f"loading data {cfg.dataset}")
+    items = load_items(cfg.dataset, cfg.limit)
+    hierarchy = load_hierarchy(cfg, store)
+    forget = cfg.forget or DEFAULT_FORGET.get(dataset_kind(cfg.dataset), [])
+    split = make_split(items, hierarchy, forget, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
+    if not split.forget:
+        raise ValueError(f"the selection {forget} matches no trained-on items in {cfg.dataset}")
+    progress("load", 0.0, f"forget {len(split.forget)}, retain {len(split.retain)}, holdout {len(split.holdout)}")
+    bundle = prepare_model(cfg, items, progress)
+    model, tok = bundle.model, bundle.tokenizer
+    max_len = int(bundle.meta.get("recipe", {}).get("max_len", 128))
+    if store is not None and store.get_run(run_id) is None:
+        store.create_run(run_id, author="cli", method=cfg.method, model=cfg.model, dataset=cfg.dataset,
+                         forget_concepts=list(forget), config=cfg.to_dict(), config_hash=cfg.hash())
+    if store is not None:
+        store.update_run(run_id, model_hash=bundle.model_hash, config_hash=cfg.hash())
+
+    progress("probe_before", 0.1, "probing before")
+    before = probe_all(model, tok, split, max_len)
+    calib, evaluation = calibration_split(split.holdout, cfg.seed)
+    eval_ids = {it.id for it in evaluation}
+    neutral = [f"{it.question} {it.answer_text}" for it in split.holdout_retain[:64]]
+    ppl_before = perplexity(model, tok, neutral, max_len=max_len)
+    gen_items = split.forget[: max(1, cfg.n_generations // 2)] + split.retain[: max(1, cfg.n_generations // 2)]
+    gen_before = generate(model, tok, [it.question for it in gen_items])
+
+    ref = clone_model(model)
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    state_before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    method = get_method(cfg.method)
+    ctx = UnlearnContext(model=model, ref_model=ref, tok=tok, forget=split.forget, retain=split.retain,
+                         calibration=calib, settings=dict(cfg.settings), seed=cfg.seed, max_len=max_len,
+                         hierarchy=hierarchy, targeted=split.targeted, tags=split.tags,
+                         progress=progress, should_cancel=should_cancel)
+    progress("unlearn", 0.0, f"method {cfg.method}")
+    t_unlearn = time.time()
+    info = method.run(ctx)
+    unlearn_s = time.time() - t_unlearn
+
+    progress("probe_after", 0.9, "probing after")
+    after = probe_all(model, tok, split, max_len)
+    ppl_after = perplexity(model, tok, neutral, max_len=max_len)
+    gen_after = generate(model, tok, [it.question for it in gen_items])
+    changed, total = M.changed_fraction(state_before, model.state_dict())
+
+    summary = summarise(before, after, split, eval_ids)
+    summary.update({"changed_weights": changed, "total_weights": total,
+                    "changed_fraction": changed / max(total, 1), "ppl_before": ppl_before,
+                    "ppl_after": ppl_after, "unlearn_seconds": unlearn_s, "steps": info.get("steps", 0),
+                    "seconds": time.time() - t0})
+    result = {"run_id": run_id, "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
+              "forget": list(forget), **summary, "info": info, "model_hash": bundle.model_hash,
+              "config_hash": cfg.hash()}
+    if store is not None:
+        store.write_probe_results(run_id, "before", _rows(before, split))
+        store.write_probe_results(run_id, "after", _rows(after, split))
+        store.write_metrics(run_id, {k: float(v) for k, v in summary.items()
+                                     if isinstance(v, (int, float)) and v == v})
+        gens = []
+        for i, it in enumerate(gen_items):
+            part = "forget" if i < len(gen_items) - max(1, cfg.n_generations // 2) else "retain"
+            gens.append((i, it, part))
+        store.write_generations(run_id, "before", [{"prompt_id": f"{part}:{it.id}", "prompt": it.question,
+                                                    "output": gen_before[i]} for i, it, part in gens])
+        store.write_generations(run_id, "after", [{"prompt_id": f"{part}:{it.id}", "prompt": it.question,
+                                                   "output": gen_after[i]} for i, it, part in gens])
+        store.update_run(run_id, summary={k: v for k, v in result.items() if k != "info"} | {"info": info})
+    progress("done", 1.0, f"forget acc {summary['forget_acc_before']:.2f} -> {summary['forget_acc_after']:.2f}, "
+                          f"retain {summary['retain_acc_before']:.2f} -> {summary['retain_acc_after']:.2f}")
+    return result
+
+
+def retrain_reference(cfg: RunConfig, progress: ProgressFn = lambda p, f, m: None) -> dict:
+    """The ideal unlearner: the same recipe trained without the forget items (cached), probed on
+    the same split. Only possible for models HDSU builds itself (demo / knowledge-injected)."""
+    t0 = time.time()
+    items = load_items(cfg.dataset, cfg.limit)
+    hierarchy = load_hierarchy(cfg)
+    forget = cfg.forget or DEFAULT_FORGET.get(dataset_kind(cfg.dataset), [])
+    split = make_split(items, hierarchy, forget, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
+    kind = dataset_kind(cfg.dataset)
+    recipe = dict(DEMO_RECIPE) if kind == "demo" else dict(INJECT_RECIPE)
+    recipe.update(seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
+    original = prepare_model(cfg, items, progress)
+    # The retrain keeps the original tokenizer recipe on the same members minus the forget items.
+    retrained = inject_knowledge(split.retain, name=f"retrain-{kind}", recipe=recipe, progress=progress)
+    max_len = recipe["max_len"]
+    before = probe_all(original.model, original.tokenizer, split, max_len)
+    after = probe_all(retrained.model, retrained.tokenizer, split, max_len)
+    _, evaluation = calibration_split(split.holdout, cfg.seed)
+    summary = summarise(before, after, split, {it.id for it in evaluation})
+    summary.update({"changed_fraction": 1.0, "seconds": time.time() - t0,
+                    "retrain_train_seconds": retrained.meta.get("seconds", 0.0)})
+    return {"method": "retrain", "dataset": cfg.dataset, "model": cfg.model, "forget": list(forget), **summary}
+
+
+def new_run_id() -> str:
+    return time.strftime("r%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]

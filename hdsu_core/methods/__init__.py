@@ -1,0 +1,15 @@
+"""Unlearning methods, one file each, behind a small registry (open-unlearning style).
+
+A method is a class with ``name``, ``defaults`` (its settings) and ``run(ctx) -> dict``; it edits
+``ctx.model`` in place. Register with ``@register``.
+"""
+from __future__ import annotations
+
+from hdsu_core.methods.base import METHODS, UnlearnContext, get_method, register  # noqa: F401
+
+# Import for registration side effects.
+from hdsu_core.methods import grad_ascent, grad_diff, hdsu, npo  # noqa: F401,E402
+
+
+def available() -> list[str]:
+    return sorted(METHODS)

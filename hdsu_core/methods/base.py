@@ -1,0 +1,143 @@
+"""Shared harness for unlearning methods: context, batching, losses, the common stopping rule."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from hdsu_core.datasets import QAItem
+from hdsu_core.models import Encoded, answer_nll, collate, encode_qa, token_logprobs
+
+METHODS: dict[str, type] = {}
+
+
+def register(cls):
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str):
+    try:
+        return METHODS[name]()
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}") from None
+
+
+class Cancelled(Exception):
+    """The run was cancelled by the user (checked between steps)."""
+
+
+@dataclass
+class UnlearnContext:
+    model: torch.nn.Module             # edited in place
+    ref_model: torch.nn.Module         # frozen copy of the model before unlearning
+    tok: object
+    forget: Sequence[QAItem]
+    retain: Sequence[QAItem]
+    calibration: Sequence[QAItem]      # non-members: the loss level an unlearned item should reach
+    settings: dict
+    seed: int = 0
+    max_len: int = 96
+    hierarchy: object = None
+    targeted: set = field(default_factory=set)     # concept ids under the selection
+    tags: dict = field(default_factory=dict)       # item id -> Tag
+    progress: Callable[[str, float, str], None] = lambda p, f, m: None
+    should_cancel: Callable[[], bool] = lambda: False
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
+        self.forget_enc = [encode_qa(self.tok, it.question, it.answer_text, self.max_len) for it in self.forget]
+        self.retain_enc = [encode_qa(self.tok, it.question, it.answer_text, self.max_len) for it in self.retain]
+        self.calib_enc = [encode_qa(self.tok, it.question, it.answer_text, self.max_len) for it in self.calibration]
+        self.target_loss = mean_answer_loss(self.model, self.tok, self.calib_enc) if self.calib_enc else None
+
+    def retain_batch(self, n: int) -> list[Encoded]:
+        if not self.retain_enc:
+            return []
+        return self.rng.sample(self.retain_enc, min(n, len(self.retain_enc)))
+
+    def batch(self, encs: Sequence[Encoded]):
+        return collate(encs, self.tok.pad_token_id)
+
+
+@torch.no_grad()
+def mean_answer_loss(model, tok, encs: Sequence[Encoded], batch_size: int = 128) -> float:
+    tot, n = 0.0, 0
+    for s in range(0, len(encs), batch_size):
+        ids, att, labels = collate(encs[s:s + batch_size], tok.pad_token_id)
+        tot += float(answer_nll(model, ids, att, labels).sum())
+        n += len(encs[s:s + batch_size])
+    return tot / max(n, 1)
+
+
+def npo_loss(model, ref_model, ids, att, weights: torch.Tensor, beta: float) -> torch.Tensor:
+    """Negative preference optimisation (Zhang et al. 2024) on a weighted token log-ratio:
+    L = (2/beta) * mean log(1 + (pi/pi_ref)^beta), with log(pi/pi_ref) = sum_t w_t (log p - log p_ref).
+    Its gradient fades as an item's likelihood falls below the reference: a bounded push."""
+    lp = token_logprobs(model, ids, att)
+    with torch.no_grad():
+        lp_ref = token_logprobs(ref_model, ids, att)
+    w = weights[:, 1:]
+    ratio = ((lp - lp_ref) * w).sum(1)
+    return (2.0 / beta) * torch.nn.functional.softplus(beta * ratio).mean()
+
+
+def answer_weights(labels: torch.Tensor) -> torch.Tensor:
+    return (labels != -100).float()
+
+
+class StopRule:
+    """Common harness rule: stop when the forget set's mean answer loss reaches the loss level of
+    non-member (never trained on) items, i.e. the model looks as if it never saw them."""
+
+    def __init__(self, ctx: UnlearnContext, check_every: int, max_steps: int, time_budget_s: float):
+        self.ctx, self.check_every, self.max_steps, self.budget = ctx, check_every, max_steps, time_budget_s
+        self.t0 = time.time()
+        self.last_forget_loss = mean_answer_loss(ctx.model, ctx.tok, ctx.forget_enc)
+        self.reason = "max_steps"
+
+    def done(self, step: int) -> bool:
+        if self.ctx.should_cancel():
+            raise Cancelled()
+        if step >= self.max_steps:
+            self.reason = "max_steps"
+            return True
+        if time.time() - self.t0 > self.budget:
+            self.reason = "time_budget"
+            return True
+        if step % self.check_every == 0:
+            self.last_forget_loss = mean_answer_loss(self.ctx.model, self.ctx.tok, self.ctx.forget_enc)
+            tgt = self.ctx.target_loss
+            self.ctx.progress("unlearn", min(1.0, step / self.max_steps),
+                              f"step {step} forget loss {self.last_forget_loss:.3f} target {tgt if tgt is None else round(tgt, 3)}")
+            if tgt is not None and self.last_forget_loss >= tgt:
+                self.reason = "reached_target"
+                return True
+        return False
+
+
+def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict) -> dict:
+    """Adam over all parameters until the stop rule fires (shared by the baselines)."""
+    torch.manual_seed(ctx.seed)
+    params = [p for p in ctx.model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=s["lr"])
+    stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"])
+    ctx.model.train()
+    step = 0
+    while not stop.done(step):
+        loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, s.get("clip", 1.0))
+        opt.step()
+        step += 1
+    ctx.model.eval()
+    return {"steps": step, "stopped": stop.reason, "forget_loss": stop.last_forget_loss,
+            "target_loss": ctx.target_loss}
+
+
+BASELINE_DEFAULTS = {"lr": 5e-4, "max_steps": 300, "check_every": 5, "time_budget_s": 120.0,
+                     "retain_batch": 32, "forget_batch": 32}

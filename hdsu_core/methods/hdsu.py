@@ -1,0 +1,272 @@
+"""HDSU: hierarchical dual-strategy unlearning (method of arXiv 2511.19498; equations in docs/method.md).
+
+1. Geometric-constrained gradient updates
+   - importance s_j = F_forget,j / (F_retain,j + delta), F = mean squared micro-batch gradient
+     (empirical Fisher) of the push loss on the forget set and of the NLL on the retain set;
+     delta = damping * mean(F_retain) so rarely-used weights are not picked on noise alone;
+   - mask M = top ``mask_fraction`` of all weights by s (default 0.1 %); only these ever change;
+   - per step, on the masked coordinates: g_f = grad of the push loss, g_r = grad of the hold loss;
+     if <g_f, g_r> < 0 (descending g_f would raise the retain loss) remove the conflicting
+     component, g_f' = g_f - (<g_f,g_r>/|g_r|^2) g_r; direction d = g_f' + alpha g_r, which has
+     <d, g_r> >= 0, so the step theta -= eta d never raises the hold loss to first order;
+   - bounded step: |eta d| = step_norm (normalised gradient step).
+2. Concept-aware token-level intervention
+   - every token of a forget item gets a role from the hierarchy: ``answer`` (forget answer),
+     ``target`` (a term of a targeted concept), ``preserve`` (a term of a preservation-critical
+     concept: L1-L2 ancestors and every unselected concept) or ``template`` (everything else);
+   - push weights: answer 1, target ``concept_weight``, preserve 0, template 0 (no push);
+   - hold: preserve tokens are anchored to the original model with KL, retain answers with NLL.
+Stops with the harness rule: forget loss reaches the non-member loss level (see base.StopRule).
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import torch
+
+from hdsu_core.methods.base import Cancelled, StopRule, register  # noqa: F401
+from hdsu_core.models import Encoded, answer_nll, collate, token_logprobs
+from hdsu_core.tagging import TermIndex
+
+ROLE_PUSH = {"answer": 1.0, "target": None, "preserve": 0.0, "template": 0.0}
+
+
+def token_roles(enc: Encoded, term_index: TermIndex, targeted: set[str]) -> list[str]:
+    """Role of each token of an encoded QA item (see module docstring). A term shared by a targeted
+    and a preserved concept counts as preserved: when in doubt, do not push."""
+    spans = []
+    for s, e, _term, cids in term_index.spans(enc.text):
+        if any(c not in targeted for c in cids):
+            spans.append((s, e, "preserve"))
+        else:
+            spans.append((s, e, "target"))
+    roles = []
+    for t, (s, e) in enumerate(enc.offsets):
+        role = None
+        if e > s:
+            for ss, se, r in spans:
+                if s < se and ss < e:
+                    role = r
+                    break
+        if role is None:
+            role = "answer" if t >= enc.answer_start else "template"
+        roles.append(role)
+    return roles
+
+
+def role_weights(roles: list[str], concept_weight: float) -> tuple[list[float], list[float]]:
+    push = [concept_weight if r == "target" else ROLE_PUSH[r] for r in roles]
+    hold = [1.0 if r == "preserve" else 0.0 for r in roles]
+    return push, hold
+
+
+def project_conflicting(g_f: torch.Tensor, g_r: torch.Tensor) -> torch.Tensor:
+    """Remove from g_f its component against g_r when they conflict (<g_f, g_r> < 0).
+    Afterwards <g, g_r> >= 0: a descent step along -g does not increase the retain loss to first order."""
+    dot = torch.dot(g_f, g_r)
+    nr = torch.dot(g_r, g_r)
+    if dot < 0 and nr > 0:
+        return g_f - (dot / nr) * g_r
+    return g_f
+
+
+def _pad(rows: list[list[float]], n: int) -> torch.Tensor:
+    out = torch.zeros((len(rows), n))
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r)
+    return out
+
+
+def token_npo_loss(model, ref_model, ids, att, weights: torch.Tensor, beta: float) -> torch.Tensor:
+    """Token-level NPO: (2/beta) * sum_t w_t softplus(beta * (log p_t - log p_ref_t)) / sum_t w_t.
+    Per token rather than per sequence, so a concept-name token that drops quickly does not
+    saturate the item and stall the push on its answer tokens; each token's push fades on its own
+    once it is well below the original model."""
+    lp = token_logprobs(model, ids, att)
+    with torch.no_grad():
+        lp_ref = token_logprobs(ref_model, ids, att)
+    w = weights[:, 1:]
+    return (2.0 / beta) * (torch.nn.functional.softplus(beta * (lp - lp_ref)) * w).sum() / w.sum().clamp_min(1e-6)
+
+
+def kl_to_ref(model, ref_model, ids, att, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted KL(p_ref || p_theta) of next-token distributions at the weighted positions."""
+    logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1)
+    with torch.no_grad():
+        logq = torch.log_softmax(ref_model(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1)
+    kl = (logq.exp() * (logq - logp)).sum(-1)
+    w = weights[:, 1:]
+    return (kl * w).sum() / w.sum().clamp_min(1.0)
+
+
+@register
+class HDSU:
+    name = "hdsu"
+    defaults = {
+        "mask_fraction": 0.001,    # fraction of all weights that may change
+        "damping": 1.0,            # delta = damping * mean(F_retain)
+        "step_norm": 0.05,         # L2 norm of every update (bounded step)
+        "retain_weight": 1.0,      # alpha: weight of the hold gradient in the direction
+        "concept_weight": 0.2,     # push weight of targeted-concept term tokens
+        "kl_weight": 1.0,          # weight of the KL hold on preserve tokens
+        "beta": 0.2,               # NPO temperature of the push loss
+        "fisher_batch": 4,         # micro-batch size for the empirical Fisher
+        "fisher_retain_items": 2000,
+        "fisher_retain_batch": 16,
+        "mask_params": "",         # regex restricting which weight tensors may be masked ("" = all)
+        "retain_batch": 32,
+        "max_steps": 400, "check_every": 5, "time_budget_s": 60.0,
+        "projection": True,        # ablation switch: geometric constraint on/off
+        "token_level": True,       # ablation switch: concept-aware token weights on/off
+    }
+
+    def run(self, ctx) -> dict:
+        s = {**self.defaults, **ctx.settings}
+        torch.manual_seed(ctx.seed)
+        t0 = time.time()
+        model = ctx.model
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+        # ---- token roles from the hierarchy --------------------------------------------------
+        index = TermIndex(ctx.hierarchy) if ctx.hierarchy is not None else None
+        push_rows, hold_rows, role_counts = [], [], {"answer": 0, "target": 0, "preserve": 0, "template": 0}
+        for enc in ctx.forget_enc:
+            if s["token_level"] and index is not None:
+                roles = token_roles(enc, index, ctx.targeted)
+            else:
+                roles = ["answer" if t >= enc.answer_start else "template" for t in range(len(enc.ids))]
+            for r in roles:
+                role_counts[r] += 1
+            pw, hw = role_weights(roles, s["concept_weight"])
+            push_rows.append(pw)
+            hold_rows.append(hw)
+        ids_f, att_f, _ = collate(ctx.forget_enc, ctx.tok.pad_token_id)
+        push_w = _pad(push_rows, ids_f.shape[1])
+        hold_w = _pad(hold_rows, ids_f.shape[1])
+
+        def push_loss(idx=None):
+            sl = slice(None) if idx is None else idx
+            return token_npo_loss(model, ctx.ref_model, ids_f[sl], att_f[sl], push_w[sl], s["beta"])
+
+        # ---- parameter importance (empirical Fisher) and mask ----------------------------------
+        ctx.progress("unlearn", 0.0, "scoring parameters (Fisher forget vs retain)")
+        fb = s["fisher_batch"]
+        f_forget = {n: torch.zeros_like(p) for n, p in params}
+        f_retain = {n: torch.zeros_like(p) for n, p in params}
+        model.eval()
+        nb = 0
+        for b in range(0, len(ctx.forget_enc), fb):
+            model.zero_grad(set_to_none=True)
+            push_loss(slice(b, b + fb)).backward()
+            for n, p in params:
+                if p.grad is not None:
+                    f_forget[n] += p.grad.detach() ** 2
+            nb += 1
+        for n in f_forget:
+            f_forget[n] /= max(nb, 1)
+        sample = ctx.rng.sample(ctx.retain_enc, min(s["fisher_retain_items"], len(ctx.retain_enc)))
+        nb = 0
+        rfb = s["fisher_retain_batch"]
+        for b in range(0, len(sample), rfb):
+            model.zero_grad(set_to_none=True)
+            ids, att, labels = collate(sample[b:b + rfb], ctx.tok.pad_token_id)
+            answer_nll(model, ids, att, labels).mean().backward()
+            for n, p in params:
+                if p.grad is not None:
+                    f_retain[n] += p.grad.detach() ** 2
+            nb += 1
+        for n in f_retain:
+            f_retain[n] /= max(nb, 1)
+        total = sum(p.numel() for _, p in params)
+        k = max(1, int(round(s["mask_fraction"] * total)))
+        mean_r = torch.cat([f.flatten() for f in f_retain.values()]).mean()
+        delta = s["damping"] * mean_r + 1e-20
+        allowed = re.compile(s["mask_params"]) if s["mask_params"] else None
+        scores = torch.cat([(f_forget[n] / (f_retain[n] + delta)).flatten()
+                            if allowed is None or allowed.search(n) else torch.zeros(p.numel())
+                            for n, p in params])
+        thresh_idx = torch.topk(scores, k).indices
+        flat_mask = torch.zeros(total, dtype=torch.bool)
+        flat_mask[thresh_idx] = True
+        masks, off = {}, 0
+        for n, p in params:
+            m = flat_mask[off:off + p.numel()].view_as(p)
+            off += p.numel()
+            if m.any():
+                masks[n] = m
+        del f_forget, f_retain, scores
+        masked = [(n, p, masks[n]) for n, p in params if n in masks]
+        mask_by_param = {n: int(m.sum()) for n, m in masks.items()}
+
+        # Only masked tensors need gradients from here on: cheaper backward passes.
+        for n, p in params:
+            p.requires_grad_(n in masks)
+        masked_params = [p for _, p, _ in masked]
+        with torch.no_grad():  # the reference model is frozen: its forget-batch outputs are cached
+            lp_ref_f = token_logprobs(ctx.ref_model, ids_f, att_f)
+            need_kl = s["kl_weight"] > 0 and float(hold_w.sum()) > 0
+            logq_f = (torch.log_softmax(ctx.ref_model(input_ids=ids_f, attention_mask=att_f).logits[:, :-1].float(), -1)
+                      if need_kl else None)
+        w_push = push_w[:, 1:]
+        w_hold = hold_w[:, 1:]
+
+        def flat(grads) -> torch.Tensor:
+            return torch.cat([(g[m] if g is not None else torch.zeros(int(m.sum())))
+                              for g, (_, _, m) in zip(grads, masked)])
+
+        def step_grads() -> tuple[torch.Tensor, torch.Tensor]:
+            logits = model(input_ids=ids_f, attention_mask=att_f).logits[:, :-1].float()
+            logp = torch.log_softmax(logits, -1)
+            lp = logp.gather(-1, ids_f[:, 1:].unsqueeze(-1)).squeeze(-1)
+            push = (2.0 / s["beta"]) * (torch.nn.functional.softplus(s["beta"] * (lp - lp_ref_f)) * w_push).sum() \
+                / w_push.sum().clamp_min(1e-6)
+            hold = torch.zeros(())
+            if need_kl:
+                kl = (logq_f.exp() * (logq_f - logp)).sum(-1)
+                hold = hold + s["kl_weight"] * (kl * w_hold).sum() / w_hold.sum().clamp_min(1.0)
+            rb = ctx.retain_batch(s["retain_batch"])
+            if rb:
+                ids, att, labels = collate(rb, ctx.tok.pad_token_id)
+                hold = hold + answer_nll(model, ids, att, labels).mean()
+            g_f = flat(torch.autograd.grad(push, masked_params, retain_graph=True, allow_unused=True))
+            if hold.requires_grad:
+                g_r = flat(torch.autograd.grad(hold, masked_params, allow_unused=True))
+            else:
+                g_r = torch.zeros_like(g_f)
+            return g_f, g_r
+
+        # ---- constrained updates ---------------------------------------------------------------
+        stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"])
+        step, conflicts = 0, 0
+        model.train()
+        try:
+            while not stop.done(step):
+                g_f, g_r = step_grads()
+                if s["projection"]:
+                    if torch.dot(g_f, g_r) < 0:
+                        conflicts += 1
+                    g = project_conflicting(g_f, g_r) + s["retain_weight"] * g_r
+                else:
+                    g = g_f + s["retain_weight"] * g_r
+                norm = g.norm()
+                if norm == 0 or not torch.isfinite(norm):
+                    stop.reason = "zero_gradient"
+                    break
+                upd = g * (s["step_norm"] / norm)
+                with torch.no_grad():
+                    off = 0
+                    for _, p, m in masked:
+                        c = int(m.sum())
+                        p[m] -= upd[off:off + c]
+                        off += c
+                step += 1
+        finally:
+            for _, p in params:
+                p.requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        return {"steps": step, "stopped": stop.reason, "forget_loss": stop.last_forget_loss,
+                "target_loss": ctx.target_loss, "mask_size": k, "mask_fraction": k / total,
+                "mask_by_param": mask_by_param, "conflicting_steps": conflicts, "token_roles": role_counts,
+                "method_seconds": round(time.time() - t0, 2)}

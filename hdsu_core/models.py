@@ -1,0 +1,339 @@
+"""Models: load Hugging Face causal LMs from a local directory or a GGUF file, build the embedded
+demo model, and inject knowledge (fine-tune on a QA set until the model knows it).
+
+No code path here downloads from the hub: every ``from_pretrained`` call passes
+``local_files_only=True``.
+
+QA text format (shared by training, probes and unlearning)::
+
+    <bos>Question: {question}\nAnswer: {answer}<eos>
+
+Loss and scores use the answer tokens (+ eos) only; the prompt is context.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from hdsu_core import paths
+from hdsu_core.datasets import QAItem
+
+PROMPT = "Question: {question}\nAnswer:"
+DEMO_RECIPE = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256, "vocab": 2000,
+               "lr": 3e-3, "batch": 32, "max_epochs": 400, "target_acc": 0.99, "seed": 0,
+               "holdout_fraction": 0.2, "max_len": 96, "version": 3}
+
+ProgressFn = Callable[[str, float, str], None]
+
+
+class ModelError(Exception):
+    """A model could not be found, loaded or built (clear, user-facing message)."""
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _no_progress(phase: str, frac: float, msg: str) -> None:
+    pass
+
+
+def stderr_progress(phase: str, frac: float, msg: str) -> None:
+    print(f"[{phase}] {frac * 100:5.1f}% {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class ModelBundle:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    path: str
+    model_hash: str
+    meta: dict = field(default_factory=dict)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Encoded:
+    ids: list[int]
+    answer_start: int                 # index of the first answer token in ids
+    offsets: list[tuple[int, int]]    # char offsets into text() for each id ((0,0) for specials)
+    text: str                         # prompt + answer text the offsets refer to
+
+
+def encode_qa(tok, question: str, answer: str, max_len: int = 256) -> Encoded:
+    prompt = PROMPT.format(question=question.strip())
+    ans = " " + answer.strip()
+    p = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    a = tok(ans, add_special_tokens=False, return_offsets_mapping=True)
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    p_ids, p_off = list(p["input_ids"]), [tuple(o) for o in p["offset_mapping"]]
+    a_ids = list(a["input_ids"]) + eos
+    a_off = [(s + len(prompt), e + len(prompt)) for s, e in a["offset_mapping"]] + [(0, 0)] * len(eos)
+    # Keep the answer whole; truncate the question from the left when too long.
+    room = max(8, max_len - len(bos) - len(a_ids))
+    if len(p_ids) > room:
+        p_ids, p_off = p_ids[-room:], p_off[-room:]
+    ids = bos + p_ids + a_ids
+    return Encoded(ids, len(bos) + len(p_ids), [(0, 0)] * len(bos) + p_off + a_off, prompt + ans)
+
+
+def collate(encs: Sequence[Encoded], pad_id: int, device="cpu"):
+    """Right-padded batch; labels = next-token targets with -100 outside the answer."""
+    n = max(len(e.ids) for e in encs)
+    ids = torch.full((len(encs), n), pad_id, dtype=torch.long)
+    att = torch.zeros((len(encs), n), dtype=torch.long)
+    labels = torch.full((len(encs), n), -100, dtype=torch.long)
+    for i, e in enumerate(encs):
+        L = len(e.ids)
+        ids[i, :L] = torch.tensor(e.ids)
+        att[i, :L] = 1
+        labels[i, e.answer_start:L] = ids[i, e.answer_start:L]
+    return ids.to(device), att.to(device), labels.to(device)
+
+
+def token_logprobs(model, ids, att) -> torch.Tensor:
+    """log p(token_t | tokens_<t) for t >= 1, shape (B, T-1)."""
+    logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def answer_nll(model, ids, att, labels, token_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-item mean NLL over answer tokens (optionally weighted), shape (B,)."""
+    lp = token_logprobs(model, ids, att)
+    mask = (labels[:, 1:] != -100).float()
+    if token_weights is not None:
+        mask = mask * token_weights[:, 1:]
+    return -(lp * mask).sum(1) / mask.sum(1).clamp_min(1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer and tiny Llama
+# ----------------------------------------------------------------------------------------------
+def train_tokenizer(texts: Sequence[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.post_processor = processors.ByteLevel(trim_offsets=True)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, show_progress=False,
+                                  special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(list(texts), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+def tiny_llama(vocab_size: int, recipe: dict, tok=None):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=recipe["hidden"],
+                      intermediate_size=recipe["intermediate"], num_hidden_layers=recipe["layers"],
+                      num_attention_heads=recipe["heads"], num_key_value_heads=recipe["heads"],
+                      max_position_embeddings=max(128, recipe["max_len"] + 8), tie_word_embeddings=False,
+                      bos_token_id=getattr(tok, "bos_token_id", 1), eos_token_id=getattr(tok, "eos_token_id", 2),
+                      pad_token_id=getattr(tok, "pad_token_id", 0))
+    return LlamaForCausalLM(cfg)
+
+
+def qa_texts(items: Sequence[QAItem]) -> list[str]:
+    out = []
+    for it in items:
+        out.append(PROMPT.format(question=it.question.strip()) + " " + it.answer_text.strip())
+        out.extend(it.options)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Knowledge injection (training on QA items until they are known)
+# ----------------------------------------------------------------------------------------------
+def train_qa(model, tok, items: Sequence[QAItem], *, lr: float, batch: int, max_epochs: int,
+             target_acc: float, seed: int, max_len: int, progress: ProgressFn = _no_progress,
+             eval_every: int = 10, time_budget_s: float | None = None) -> dict:
+    """Answer-only causal LM training until MCQ accuracy on ``items`` reaches ``target_acc``."""
+    from hdsu_core.probes import score_mcq
+    set_seed(seed)
+    encs = [encode_qa(tok, it.question, it.answer_text, max_len) for it in items]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    rng = random.Random(seed)
+    order = list(range(len(encs)))
+    t0 = time.time()
+    acc, epoch = 0.0, 0
+    steps_per_epoch = math.ceil(len(encs) / batch)
+    total = max_epochs * steps_per_epoch
+    warm = min(50, total // 10 + 1)
+    step = 0
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        rng.shuffle(order)
+        for s in range(0, len(order), batch):
+            chunk = [encs[i] for i in order[s:s + batch]]
+            ids, att, labels = collate(chunk, tok.pad_token_id)
+            loss = answer_nll(model, ids, att, labels).mean()
+            cur_lr = lr * min(1.0, (step + 1) / warm)
+            for g in opt.param_groups:
+                g["lr"] = cur_lr
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+        if epoch % eval_every == 0 or epoch == max_epochs:
+            model.eval()
+            acc = float(np.mean([r["correct"] for r in score_mcq(model, tok, items, max_len=max_len)]))
+            progress("inject", epoch / max_epochs, f"epoch {epoch} loss {loss.item():.3f} acc {acc:.3f}")
+            if acc >= target_acc:
+                break
+            if time_budget_s and time.time() - t0 > time_budget_s:
+                break
+    model.eval()
+    return {"epochs": epoch, "train_acc": acc, "seconds": round(time.time() - t0, 2), "steps": step}
+
+
+def _hash_items(items: Sequence[QAItem]) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([it.id, it.question, list(it.options), it.answer]).encode())
+    return h.hexdigest()[:16]
+
+
+def weights_hash(model) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _save(model, tok, out: Path, meta: dict) -> None:
+    """Write to a temp dir, then rename: a killed build never leaves a half model behind."""
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "hdsu_meta.json").write_text(json.dumps(meta, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def inject_knowledge(items: Sequence[QAItem], *, name: str, recipe: dict | None = None,
+                     base: str | Path | None = None, progress: ProgressFn = _no_progress,
+                     cache_dir: Path | None = None) -> ModelBundle:
+    """Train a model on ``items`` (the members of a dataset) until it knows them; cached on disk.
+
+    Without ``base`` a tiny Llama with its own BPE tokenizer is trained from scratch (fast on a
+    CPU); with ``base`` (a local HF directory) that model is fine-tuned with its own tokenizer.
+    """
+    recipe = {**DEMO_RECIPE, **(recipe or {})}
+    key = hashlib.sha256(json.dumps({"items": _hash_items(items), "recipe": recipe,
+                                     "base": str(base) if base else None}, sort_keys=True).encode()
+                         ).hexdigest()[:12]
+    out = (cache_dir or paths.model_cache()) / f"{name}-{key}"
+    if (out / "hdsu_meta.json").exists():
+        return load_model(out)
+    set_seed(recipe["seed"])
+    if base:
+        b = load_model(base)
+        model, tok = b.model, b.tokenizer
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+    else:
+        progress("inject", 0.0, f"training tokenizer on {len(items)} items")
+        tok = train_tokenizer(qa_texts(items), recipe["vocab"])
+        model = tiny_llama(len(tok), recipe, tok)
+    progress("inject", 0.0, f"training {sum(p.numel() for p in model.parameters()):,} parameters")
+    stats = train_qa(model, tok, items, lr=recipe["lr"], batch=recipe["batch"],
+                     max_epochs=recipe["max_epochs"], target_acc=recipe["target_acc"],
+                     seed=recipe["seed"], max_len=recipe["max_len"], progress=progress,
+                     eval_every=recipe.get("eval_every", 10), time_budget_s=recipe.get("time_budget_s"))
+    meta = {"name": name, "recipe": recipe, "items": len(items), "items_hash": _hash_items(items),
+            "base": str(base) if base else None, **stats}
+    _save(model, tok, out, meta)
+    return load_model(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+def load_model(spec: str | Path, *, progress: ProgressFn = _no_progress) -> ModelBundle:
+    """``demo`` (build or reuse the embedded demo model), a local HF directory, or a .gguf file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if str(spec) == "demo":
+        return build_demo_model(progress=progress)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ModelError(f"model not found: {path} (give 'demo', a local Hugging Face model "
+                         f"directory, or a .gguf file)")
+    try:
+        if path.is_file():
+            if path.suffix.lower() != ".gguf":
+                raise ModelError(f"{path}: a model file must be .gguf (or pass a model directory)")
+            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                         local_files_only=True, dtype=torch.float32)
+        else:
+            if not (path / "config.json").exists():
+                raise ModelError(f"{path}: no config.json - not a Hugging Face model directory")
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - surface any loader failure as one clear line
+        raise ModelError(f"could not load model from {path}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.eval()
+    meta = {}
+    mp = (path if path.is_dir() else path.parent) / "hdsu_meta.json"
+    if mp.exists():
+        meta = json.loads(mp.read_text())
+    return ModelBundle(model, tok, meta.get("name", path.name), str(path), weights_hash(model), meta)
+
+
+def demo_items() -> list[QAItem]:
+    from hdsu_core import datasets
+    return datasets.load("demo", paths.DEMO_KB).items
+
+
+def member_items(items: Sequence[QAItem], seed: int, holdout_fraction: float) -> list[QAItem]:
+    from hdsu_core.tagging import is_member
+    return [it for it in items if is_member(it.id, seed, holdout_fraction)]
+
+
+def build_demo_model(*, progress: ProgressFn = _no_progress, force: bool = False) -> ModelBundle:
+    """The embedded demo model: a tiny Llama trained from scratch on the members of the demo KB
+    (holdout items are never trained on), cached under ``var/models``."""
+    items = demo_items()
+    members = member_items(items, DEMO_RECIPE["seed"], DEMO_RECIPE["holdout_fraction"])
+    if force:
+        for p in paths.model_cache().glob("demo-*"):
+            shutil.rmtree(p, ignore_errors=True)
+    return inject_knowledge(members, name="demo", recipe=DEMO_RECIPE, progress=progress)
+
+
+def clone_model(model):
+    import copy
+    m = copy.deepcopy(model)
+    m.eval()
+    return m

@@ -1,0 +1,43 @@
+"""Shared pytest fixtures.
+
+Real benchmark files live beside the checkout in ``../shared/data`` (override with
+``HDSU_SHARED_DATA``); they are never copied into the repository. Tests that need them skip
+with a clear message when they are absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hdsu_core import paths
+
+SHARED = paths.SHARED_DATA
+SOURCES_HINT = "see ../shared/data/SOURCES.md"
+
+
+def _real_file(relative: str, name: str) -> Path:
+    path = SHARED / relative
+    if not path.is_file():
+        pytest.skip(f"real {name} file not found at {path}; {SOURCES_HINT}")
+    return path
+
+
+# --- real data sets ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def medmcqa_dev() -> Path:
+    """MedMCQA validation sample (2,957 questions, JSONL, cop 0-based)."""
+    return _real_file("medmcqa/dev.jsonl", "MedMCQA")
+
+
+@pytest.fixture(scope="session")
+def mhqa_gold() -> Path:
+    """MHQA gold CSV (1,758 rows; PubMed ids repeat)."""
+    return _real_file("mhqa/mhqa_gold.csv", "MHQA gold")
+
+
+@pytest.fixture(scope="session")
+def mhqa_b() -> Path:
+    """MHQA-B (silver) validation CSV (4,981 rows; option number written as a float)."""
+    return _real_file("mhqa/mhqa_b_val.csv", "MHQA-B")
