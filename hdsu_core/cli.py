@@ -160,12 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true")
     x.set_defaults(fn=cmd_data_split)
 
-    try:
-        from hdsu_core import cli_engine  # run / bench / demo / worker commands
-        cli_engine.register(sub)
-    except ImportError as e:  # pragma: no cover - only while the engine is absent
-        if "cli_engine" not in str(e):
-            raise
+    from hdsu_core import cli_audit, cli_engine  # run / bench / demo / worker; audit report
+    cli_engine.register(sub)
+    cli_audit.register(sub)
     return p
 
 
@@ -178,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
-    except (HierarchyError, DatasetError, FileNotFoundError, ValueError) as e:
+    except (HierarchyError, DatasetError, OSError, ValueError) as e:  # OSError: e.g. a directory given as a file
         msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         print(f"error: {msg}", file=sys.stderr)
         return 1

@@ -46,7 +46,7 @@ class Concept:
             id=str(d["id"]),
             name=str(d.get("name") or ""),
             level=int(d["level"]),
-            parent=d.get("parent"),
+            parent=d.get("parent") or None,  # "" means no parent, as in validate_data
             terms=[str(t) for t in (d.get("terms") or [])],
             matchers=[dict(m) for m in (d.get("matchers") or [])],
             codes=dict(d.get("codes") or {}),

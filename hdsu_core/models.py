@@ -31,9 +31,9 @@ from hdsu_core import paths
 from hdsu_core.datasets import QAItem
 
 PROMPT = "Question: {question}\nAnswer:"
-DEMO_RECIPE = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256, "vocab": 2000,
+DEMO_RECIPE = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256, "vocab": 4000,
                "lr": 3e-3, "batch": 32, "max_epochs": 400, "target_acc": 0.99, "seed": 0,
-               "holdout_fraction": 0.2, "max_len": 96, "version": 3}
+               "holdout_fraction": 0.2, "max_len": 96, "version": 4}
 
 ProgressFn = Callable[[str, float, str], None]
 

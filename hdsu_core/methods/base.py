@@ -64,13 +64,17 @@ class UnlearnContext:
 
 
 @torch.no_grad()
-def mean_answer_loss(model, tok, encs: Sequence[Encoded], batch_size: int = 128) -> float:
-    tot, n = 0.0, 0
+def item_answer_losses(model, tok, encs: Sequence[Encoded], batch_size: int = 128) -> list[float]:
+    out: list[float] = []
     for s in range(0, len(encs), batch_size):
         ids, att, labels = collate(encs[s:s + batch_size], tok.pad_token_id)
-        tot += float(answer_nll(model, ids, att, labels).sum())
-        n += len(encs[s:s + batch_size])
-    return tot / max(n, 1)
+        out.extend(answer_nll(model, ids, att, labels).tolist())
+    return out
+
+
+def mean_answer_loss(model, tok, encs: Sequence[Encoded], batch_size: int = 128) -> float:
+    losses = item_answer_losses(model, tok, encs, batch_size)
+    return sum(losses) / max(len(losses), 1)
 
 
 def npo_loss(model, ref_model, ids, att, weights: torch.Tensor, beta: float) -> torch.Tensor:
@@ -90,13 +94,18 @@ def answer_weights(labels: torch.Tensor) -> torch.Tensor:
 
 
 class StopRule:
-    """Common harness rule: stop when the forget set's mean answer loss reaches the loss level of
-    non-member (never trained on) items, i.e. the model looks as if it never saw them."""
+    """Common harness rule: stop when a loss-based membership attack can no longer tell the forget
+    items from non-members (never trained on): the AUC of forget vs calibration non-member answer
+    losses drops to ``stop_auc`` (0.5 = chance), i.e. the model looks as if it never saw them.
+    The calibration non-members are disjoint from those the reported MIA AUC is measured on."""
 
-    def __init__(self, ctx: UnlearnContext, check_every: int, max_steps: int, time_budget_s: float):
+    def __init__(self, ctx: UnlearnContext, check_every: int, max_steps: int, time_budget_s: float,
+                 stop_auc: float = 0.5):
         self.ctx, self.check_every, self.max_steps, self.budget = ctx, check_every, max_steps, time_budget_s
+        self.stop_auc = stop_auc
         self.t0 = time.time()
         self.last_forget_loss = mean_answer_loss(ctx.model, ctx.tok, ctx.forget_enc)
+        self.last_auc = None
         self.reason = "max_steps"
 
     def done(self, step: int) -> bool:
@@ -109,11 +118,16 @@ class StopRule:
             self.reason = "time_budget"
             return True
         if step % self.check_every == 0:
-            self.last_forget_loss = mean_answer_loss(self.ctx.model, self.ctx.tok, self.ctx.forget_enc)
-            tgt = self.ctx.target_loss
+            from hdsu_core.metrics import mia_auc_loss
+            f_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.forget_enc)
+            self.last_forget_loss = sum(f_losses) / max(len(f_losses), 1)
+            if self.ctx.calib_enc:
+                c_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.calib_enc)
+                self.last_auc = mia_auc_loss(f_losses, c_losses)
             self.ctx.progress("unlearn", min(1.0, step / self.max_steps),
-                              f"step {step} forget loss {self.last_forget_loss:.3f} target {tgt if tgt is None else round(tgt, 3)}")
-            if tgt is not None and self.last_forget_loss >= tgt:
+                              f"step {step} forget loss {self.last_forget_loss:.3f} "
+                              f"calibration MIA AUC {self.last_auc if self.last_auc is None else round(self.last_auc, 3)}")
+            if self.last_auc is not None and self.last_auc <= self.stop_auc:
                 self.reason = "reached_target"
                 return True
         return False
@@ -124,7 +138,7 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict) -> dict:
     torch.manual_seed(ctx.seed)
     params = [p for p in ctx.model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=s["lr"])
-    stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"])
+    stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s.get("stop_auc", 0.5))
     ctx.model.train()
     step = 0
     while not stop.done(step):
@@ -136,8 +150,8 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict) -> dict:
         step += 1
     ctx.model.eval()
     return {"steps": step, "stopped": stop.reason, "forget_loss": stop.last_forget_loss,
-            "target_loss": ctx.target_loss}
+            "target_loss": ctx.target_loss, "calibration_auc": stop.last_auc}
 
 
-BASELINE_DEFAULTS = {"lr": 5e-4, "max_steps": 300, "check_every": 5, "time_budget_s": 120.0,
+BASELINE_DEFAULTS = {"lr": 5e-4, "max_steps": 300, "check_every": 5, "time_budget_s": 300.0,
                      "retain_batch": 32, "forget_batch": 32}

@@ -106,7 +106,7 @@ class HDSU:
     defaults = {
         "mask_fraction": 0.001,    # fraction of all weights that may change
         "damping": 1.0,            # delta = damping * mean(F_retain)
-        "step_norm": 0.05,         # L2 norm of every update (bounded step)
+        "step_norm": 3.0,          # L2 norm of every update (bounded step)
         "retain_weight": 1.0,      # alpha: weight of the hold gradient in the direction
         "concept_weight": 0.2,     # push weight of targeted-concept term tokens
         "kl_weight": 1.0,          # weight of the KL hold on preserve tokens
@@ -115,8 +115,10 @@ class HDSU:
         "fisher_retain_items": 2000,
         "fisher_retain_batch": 16,
         "mask_params": "",         # regex restricting which weight tensors may be masked ("" = all)
-        "retain_batch": 32,
-        "max_steps": 400, "check_every": 5, "time_budget_s": 60.0,
+        "retain_batch": 128,
+        "max_steps": 300, "check_every": 5, "time_budget_s": 300.0,  # budget: safety net only
+        "stop_auc": 0.5,           # stop when forget-vs-calibration MIA AUC reaches this
+        "shared_answer_weight": 0.3,  # push on answer tokens that also occur in retain answers
         "projection": True,        # ablation switch: geometric constraint on/off
         "token_level": True,       # ablation switch: concept-aware token weights on/off
     }
@@ -130,6 +132,10 @@ class HDSU:
 
         # ---- token roles from the hierarchy --------------------------------------------------
         index = TermIndex(ctx.hierarchy) if ctx.hierarchy is not None else None
+        # Answer tokens that also occur in retained answers carry preserved knowledge: not pushed
+        # (or only with shared_answer_weight); the distinctive tokens of a forget answer suffice.
+        retain_answer_tokens = ({i for e in ctx.retain_enc for i in e.ids[e.answer_start:]}
+                                if s["token_level"] else set())
         push_rows, hold_rows, role_counts = [], [], {"answer": 0, "target": 0, "preserve": 0, "template": 0}
         for enc in ctx.forget_enc:
             if s["token_level"] and index is not None:
@@ -139,6 +145,9 @@ class HDSU:
             for r in roles:
                 role_counts[r] += 1
             pw, hw = role_weights(roles, s["concept_weight"])
+            for t, r in enumerate(roles):
+                if r == "answer" and enc.ids[t] in retain_answer_tokens:
+                    pw[t] = s["shared_answer_weight"]
             push_rows.append(pw)
             hold_rows.append(hw)
         ids_f, att_f, _ = collate(ctx.forget_enc, ctx.tok.pad_token_id)
@@ -237,7 +246,7 @@ class HDSU:
             return g_f, g_r
 
         # ---- constrained updates ---------------------------------------------------------------
-        stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"])
+        stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s["stop_auc"])
         step, conflicts = 0, 0
         model.train()
         try:
@@ -267,6 +276,6 @@ class HDSU:
         model.zero_grad(set_to_none=True)
         model.eval()
         return {"steps": step, "stopped": stop.reason, "forget_loss": stop.last_forget_loss,
-                "target_loss": ctx.target_loss, "mask_size": k, "mask_fraction": k / total,
+                "target_loss": ctx.target_loss, "calibration_auc": stop.last_auc, "mask_size": k, "mask_fraction": k / total,
                 "mask_by_param": mask_by_param, "conflicting_steps": conflicts, "token_roles": role_counts,
                 "method_seconds": round(time.time() - t0, 2)}

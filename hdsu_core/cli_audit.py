@@ -1,0 +1,63 @@
+"""Audit commands of the CLI: ``audit report RUN_ID --format html|pdf --out PATH [--db PATH]``.
+
+``register(sub)`` adds the ``audit`` command group to the top-level subparsers of ``cli.py``.
+Errors (unknown run, ...) are raised as ``ValueError`` so that ``cli.main`` prints one line and
+exits 1.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the target directory + ``os.replace``: readers never see half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def cmd_audit_report(a) -> int:
+    from hdsu_core import audit
+    from hdsu_core.store import Store
+    store = Store(a.db)
+    if store.get_run(a.run_id) is None:  # before any work, and before the output file exists
+        raise ValueError(f"unknown run {a.run_id}")
+    hierarchy = None
+    if a.hierarchy:
+        from hdsu_core.hierarchy import Hierarchy
+        hierarchy = Hierarchy.load(a.hierarchy)
+    out = Path(a.out) if a.out else Path(f"{a.run_id}.audit.{a.format}")
+    if a.format == "pdf":
+        data = audit.build_pdf(store, a.run_id, hierarchy, actor=a.actor)
+    else:
+        data = audit.build_html(store, a.run_id, hierarchy, actor=a.actor).encode("utf-8")
+    _atomic_write_bytes(out, data)
+    print(out)
+    return 0
+
+
+def register(sub) -> None:
+    from hdsu_core.cli import _Parser
+    ap = sub.add_parser("audit", help="audit reports of runs")
+    asub = ap.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    x = asub.add_parser("report", help="write the HTML or PDF audit report of one run")
+    x.add_argument("run_id")
+    x.add_argument("--format", choices=("html", "pdf"), default="html")
+    x.add_argument("--out", help="output file (default RUN_ID.audit.FORMAT in the current directory)")
+    x.add_argument("--db", help="DuckDB file (default: var/hdsu.duckdb or $HDSU_DB)")
+    x.add_argument("--hierarchy", help="hierarchy JSON to resolve concept paths (default: the run's)")
+    x.add_argument("--actor", default="cli", help="who is exporting (recorded in the audit log)")
+    x.set_defaults(fn=cmd_audit_report)

@@ -1,0 +1,155 @@
+"""Engine commands of the CLI: run, bench, demo, worker, runs."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _progress(quiet: bool):
+    def fn(phase: str, frac: float, msg: str) -> None:
+        if not quiet:
+            print(f"[{phase}] {frac * 100:5.1f}% {msg}", file=sys.stderr, flush=True)
+    return fn
+
+
+def _store(db):
+    from hdsu_core.store import Store
+    return Store(db)
+
+
+def _settings(items: list[str] | None) -> dict:
+    out = {}
+    for kv in items or []:
+        if "=" not in kv:
+            raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _headline(r: dict) -> dict:
+    keys = ["run_id", "method", "dataset", "model", "forget", "forget_acc_before", "forget_acc_after",
+            "retain_acc_before", "retain_acc_after", "holdout_acc_before", "holdout_acc_after", "mia_auc",
+            "mia_auc_before", "mia_auc_mink", "mia_resistance", "forgetting_rate", "knowledge_preservation",
+            "retain_change_points", "changed_fraction", "changed_weights", "total_weights", "ppl_before",
+            "ppl_after", "seconds", "unlearn_seconds", "steps"]
+    out = {k: r.get(k) for k in keys if k in r}
+    out["stopped"] = r.get("info", {}).get("stopped")
+    return out
+
+
+def cmd_run(a) -> int:
+    from hdsu_core.engine import RunConfig, run_unlearning
+    from hdsu_core.methods import available
+    if a.method not in available():
+        raise ValueError(f"unknown method {a.method!r}; available: {', '.join(available())}")
+    forget = [f for f in (a.forget or "").split(",") if f.strip()]
+    cfg = RunConfig(forget=forget, method=a.method, model=a.model, dataset=a.dataset, seed=a.seed,
+                    hierarchy=a.hierarchy, settings=_settings(a.set), limit=a.limit, inject=a.inject)
+    store = _store(a.db)
+    from hdsu_core.engine import new_run_id
+    run_id = new_run_id()
+    store.create_run(run_id, author=a.author, method=cfg.method, model=cfg.model, dataset=cfg.dataset,
+                     forget_concepts=forget, config=cfg.to_dict(), config_hash=cfg.hash())
+    store.set_status(run_id, "running")
+    try:
+        r = run_unlearning(cfg, store=store, run_id=run_id, progress=_progress(a.quiet))
+    except Exception as e:
+        store.set_status(run_id, "failed", error=f"{e.__class__.__name__}: {e}")
+        raise
+    store.set_status(run_id, "done")
+    store.log_event(a.author, "run_done", run_id, {"via": "cli"})
+    out = _headline(r)
+    if a.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        for k, v in out.items():
+            print(f"{k:24s} {v}")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from hdsu_core.bench import format_table, run_bench
+    from hdsu_core.methods import available
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in available()]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; available: {', '.join(available())}")
+    forget = [f for f in (a.forget or "").split(",") if f.strip()] or None
+    rows = run_bench(a.dataset or ["demo"], methods, forget=forget, seed=a.seed, store=_store(a.db),
+                     progress=_progress(a.quiet), retrain=not a.no_retrain, limit=a.limit)
+    if a.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from hdsu_core.engine import RunConfig, run_unlearning
+    from hdsu_core.models import build_demo_model
+    prog = _progress(False)
+    b = build_demo_model(progress=prog)
+    print(f"demo model: {b.path} ({b.n_params():,} parameters, train acc {b.meta.get('train_acc')})", file=sys.stderr)
+    store = _store(a.db)
+    from hdsu_core.engine import new_run_id
+    run_id = new_run_id()
+    cfg = RunConfig(forget=a.forget.split(","), method="hdsu")
+    store.create_run(run_id, author="demo", method="hdsu", model="demo", dataset="demo",
+                     forget_concepts=cfg.forget, config=cfg.to_dict(), config_hash=cfg.hash())
+    store.set_status(run_id, "running")
+    r = run_unlearning(cfg, store=store, run_id=run_id, progress=prog)
+    store.set_status(run_id, "done")
+    print(json.dumps(_headline(r), indent=2, default=str))
+    return 0
+
+
+def cmd_worker(a) -> int:
+    from hdsu_core.jobs import worker_main
+    return worker_main(a.run_id, a.db)
+
+
+def register(sub) -> None:
+    from hdsu_core.cli import _Parser
+    x = sub.add_parser("run", help="one unlearning run")
+    x.add_argument("--model", default="demo")
+    x.add_argument("--method", default="hdsu")
+    x.add_argument("--forget", default="", help="concept ids, comma-separated (default per dataset)")
+    x.add_argument("--dataset", default="demo", help="demo or KIND:PATH")
+    x.add_argument("--hierarchy")
+    x.add_argument("--db")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--limit", type=int)
+    x.add_argument("--inject", action="store_true", help="fine-tune --model on the dataset first")
+    x.add_argument("--set", action="append", metavar="KEY=VALUE", help="method setting (repeatable)")
+    x.add_argument("--author", default="cli")
+    x.add_argument("--json", action="store_true")
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(fn=cmd_run)
+
+    x = sub.add_parser("bench", help="all methods + retrain reference on the same split")
+    x.add_argument("--dataset", action="append", help="demo or KIND:PATH (repeatable)")
+    x.add_argument("--methods", default="hdsu,grad_ascent,grad_diff,npo")
+    x.add_argument("--forget", default="")
+    x.add_argument("--db")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--limit", type=int)
+    x.add_argument("--no-retrain", action="store_true")
+    x.add_argument("--json", action="store_true")
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(fn=cmd_bench)
+
+    x = sub.add_parser("demo", help="build the demo model if needed and run one hdsu run")
+    x.add_argument("--forget", default="anxiety")
+    x.add_argument("--db")
+    x.set_defaults(fn=cmd_demo)
+
+    x = sub.add_parser("worker", help="(internal) execute a queued run")
+    x.add_argument("run_id")
+    x.add_argument("--db")
+    x.set_defaults(fn=cmd_worker)
+    assert isinstance(x, _Parser) or isinstance(x, argparse.ArgumentParser)

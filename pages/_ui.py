@@ -1,0 +1,103 @@
+"""Streamlit glue shared by the pages: the store, identity, caches and the working hierarchy.
+Only calls into hdsu_core; no SQL here."""
+from __future__ import annotations
+
+import streamlit as st
+
+from hdsu_core import dashboard as D
+from hdsu_core import paths
+from hdsu_core.hierarchy import Hierarchy
+from hdsu_core.store import Store
+
+
+@st.cache_resource(show_spinner=False)
+def _store_for(path: str) -> Store:
+    return Store(path)
+
+
+def store() -> Store:
+    """One Store per database path (HDSU_DB / HDSU_HOME are honoured on every call)."""
+    return _store_for(str(paths.default_db()))
+
+
+def actor() -> str:
+    return (st.session_state.get("actor") or "").strip() or "anonymous"
+
+
+def header(title: str, caption: str) -> None:
+    st.title(title)
+    st.caption(caption)
+
+
+# ---- datasets and tagging (cached by file mtime and hierarchy content) --------------------------
+@st.cache_resource(show_spinner="Loading dataset…", max_entries=8)
+def _items(spec: str, mtime: float):
+    from hdsu_core.datasets import load_spec
+    rep = load_spec(spec)
+    return rep.items
+
+
+def items(spec: str):
+    return _items(spec, D.spec_mtime(spec))
+
+
+@st.cache_resource(show_spinner="Tagging items with concepts…", max_entries=16)
+def _tags(spec: str, mtime: float, hkey: str, _h: Hierarchy):
+    from hdsu_core.tagging import Tagger
+    return Tagger(_h).tag_all(_items(spec, mtime))
+
+
+def tags(spec: str, h: Hierarchy, hkey: str | None = None):
+    return _tags(spec, D.spec_mtime(spec), hkey or D.hierarchy_key(h), h)
+
+
+# ---- working hierarchy (per session) -------------------------------------------------------------
+def working_hierarchy(reload: bool = False) -> Hierarchy:
+    """The session's working copy: latest stored version, or data/hierarchy.json."""
+    ss = st.session_state
+    if reload or "hierarchy" not in ss:
+        h, vid = D.load_working(store())
+        ss["hierarchy"] = h
+        ss["hierarchy_base"] = vid
+        ss["hierarchy_dirty"] = False
+        ss["hierarchy_key"] = D.hierarchy_key(h)
+    return ss["hierarchy"]
+
+
+def set_working(h: Hierarchy) -> None:
+    st.session_state["hierarchy"] = h
+    st.session_state["hierarchy_dirty"] = True
+    st.session_state["hierarchy_key"] = D.hierarchy_key(h)
+
+
+def working_key() -> str:
+    working_hierarchy()
+    return st.session_state["hierarchy_key"]
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _saved_hierarchy(db: str, version: int | None) -> Hierarchy:
+    return D.base_hierarchy(store(), version)
+
+
+def saved_hierarchy() -> tuple[Hierarchy, int | None]:
+    """The saved hierarchy the session's working copy is based on (what a run uses)."""
+    working_hierarchy()
+    vid = st.session_state.get("hierarchy_base")
+    return _saved_hierarchy(str(paths.default_db()), vid), vid
+
+
+def selection() -> list[str]:
+    return list(st.session_state.get("forget_selection") or [])
+
+
+def set_selection(sel: list[str]) -> None:
+    st.session_state["forget_selection"] = list(sel)
+
+
+def metric_card_row(cards: list[dict], cols_per_row: int = 6) -> None:
+    cols = st.columns(min(cols_per_row, len(cards)))
+    for i, c in enumerate(cards):
+        with cols[i % len(cols)]:
+            st.metric(c["label"], c["value"], delta=c.get("delta"), delta_color=c.get("delta_color", "normal"),
+                      help=c.get("help"), border=True)

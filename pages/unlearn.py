@@ -1,0 +1,144 @@
+import streamlit as st
+
+from hdsu_core import dashboard as D
+from hdsu_core import jobs
+from hdsu_core.datasets import DatasetError
+from hdsu_core.engine import RunConfig
+from hdsu_core.hierarchy import HierarchyError
+from hdsu_core.methods import available, get_method
+from hdsu_core.tagging import collateral_terms, make_split
+from pages import _ui
+
+_ui.header("Unlearn", "Check what the selection covers in the chosen dataset, pick a method, and launch a run. "
+           "Runs execute in a separate worker process; follow them on the Runs page.")
+store = _ui.store()
+ss = st.session_state
+h, hver = _ui.saved_hierarchy()
+sel = D.clean_selection(h, _ui.selection())
+if ss.get("hierarchy_dirty"):
+    st.warning("The hierarchy has unsaved edits: runs use the last saved version "
+               f"({'data/hierarchy.json' if hver is None else f'version {hver}'}). Save on the Hierarchy page first "
+               "to include them.", icon="⚠️")
+
+# ---- dataset & model -----------------------------------------------------------------------------
+c1, c2 = st.columns(2, gap="large")
+with c1:
+    st.subheader("Data")
+    choices = D.dataset_choices()
+    labels = list(choices) + ["Other file…"]
+    ds_label = st.selectbox("Dataset", labels, key="ds_label")
+    if ds_label == "Other file…":
+        kind = st.selectbox("Format", ["generic", "medmcqa", "mhqa", "mhqa_b"], key="ds_kind")
+        path = st.text_input("Path to the file (CSV / JSONL)", key="ds_path", placeholder="/data/my_questions.jsonl")
+        spec = f"{kind}:{path.strip()}" if path.strip() else ""
+    else:
+        spec = choices[ds_label]
+with c2:
+    st.subheader("Model")
+    model_choice = st.radio("Model", ["demo", "local"], horizontal=True, key="model_choice",
+                            format_func={"demo": "Embedded demo model", "local": "Local model path"}.get)
+    model = "demo"
+    inject = False
+    if model_choice == "local":
+        model = st.text_input("Hugging Face directory or .gguf file", key="model_path").strip()
+        inject = st.checkbox("Fine-tune it on the dataset members first (knowledge injection)", key="inject")
+    elif spec != "demo":
+        st.caption("On a real dataset the demo recipe first trains a tiny model on that dataset's members "
+                   "(cached after the first run).")
+
+# ---- selection counts ----------------------------------------------------------------------------
+st.subheader("Forget selection")
+split = None
+if not sel:
+    st.info("Nothing selected yet. Pick concepts on the **Hierarchy** page (or below).", icon="👈")
+options = D.concept_options(h)
+
+
+def _ms():
+    _ui.set_selection(D.clean_selection(h, ss["unlearn_ms"]))
+
+
+ss["unlearn_ms"] = list(sel)
+st.multiselect("Concepts to forget", list(options), format_func=options.get, key="unlearn_ms", on_change=_ms,
+               placeholder="Search concepts…")
+
+seed = int(ss.get("seed", 0))
+holdout_fraction = float(ss.get("holdout_fraction", 0.2))
+data_error = None
+if sel and spec:
+    try:
+        its = _ui.items(spec)
+        tags = _ui.tags(spec, h)
+        split = make_split(its, h, sel, seed=seed, holdout_fraction=holdout_fraction, tags=tags)
+    except (DatasetError, HierarchyError, OSError) as e:
+        data_error = str(e)
+if data_error:
+    st.error(f"Cannot use this dataset: {data_error}", icon="🚫")
+if split is not None:
+    tot = D.split_totals(split)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Forget (trained on)", tot["forget"], border=True, help="Items under the selection the model was trained on")
+    m2.metric("Retain", tot["retain"], border=True, help="Trained-on items outside the selection: must be preserved")
+    m3.metric("Holdout", tot["holdout"], border=True, help="Never trained on: non-members for the MIA test")
+    m4.metric("Untagged", tot["untagged"], border=True, help="Items no concept matched (kept in retain/holdout)")
+    st.dataframe(D.split_table(h, split), hide_index=True, width="stretch",
+                 column_config={"forget": st.column_config.NumberColumn("forget", help="trained on, to forget")})
+    if tot["forget"] == 0:
+        st.warning("The selection matches no trained-on items in this dataset: a run would fail.", icon="⚠️")
+    coll = collateral_terms(h, sel)
+    if coll:
+        with st.expander(f"⚠️ Collateral risk: {len(coll)} term(s) shared with preserved concepts", expanded=False):
+            st.dataframe(D.collateral_table(h, coll), hide_index=True, width="stretch")
+    else:
+        st.caption("✅ No term of the selection is shared with a preserved concept.")
+
+# ---- method ------------------------------------------------------------------------------------------
+st.subheader("Method")
+methods = available()
+method = st.selectbox("Unlearning method", methods, index=methods.index("hdsu") if "hdsu" in methods else 0,
+                      key="method", help="hdsu: hierarchical, concept-aware, sparse and bounded; the others are baselines")
+defaults = dict(get_method(method).defaults)
+settings = {}
+keys = D.key_settings(defaults)
+cols = st.columns(max(1, len(keys)))
+for col, (k, v) in zip(cols, keys.items()):
+    with col:
+        if isinstance(v, int):
+            settings[k] = int(st.number_input(k, value=int(v), step=max(1, int(v) // 10 or 1), key=f"set_{method}_{k}"))
+        else:
+            settings[k] = float(st.number_input(k, value=float(v), format="%g", step=float(v) / 10 if v else 0.1,
+                                                key=f"set_{method}_{k}"))
+with st.expander("Split settings"):
+    s1, s2 = st.columns(2)
+    s1.number_input("Seed", value=0, step=1, key="seed")
+    s2.number_input("Holdout fraction", value=0.2, min_value=0.05, max_value=0.9, step=0.05, key="holdout_fraction")
+
+# ---- launch ------------------------------------------------------------------------------------------
+problems = []
+if not sel:
+    problems.append("select at least one concept to forget")
+if not spec:
+    problems.append("give a dataset path")
+if model_choice == "local" and not model:
+    problems.append("give a model path")
+if split is not None and not split.forget:
+    problems.append("the selection matches no trained-on items")
+if data_error:
+    problems.append("fix the dataset")
+changed = {k: v for k, v in settings.items() if v != defaults.get(k)}
+st.caption(f"Launching as **{_ui.actor()}** · method **{method}** · "
+           f"{'default settings' if not changed else 'changed: ' + ', '.join(f'{k}={v:g}' for k, v in changed.items())}")
+if problems:
+    st.info("To launch: " + "; ".join(problems) + ".", icon="ℹ️")
+if st.button("Launch unlearning run", type="primary", icon="🚀", disabled=bool(problems), key="launch"):
+    cfg = RunConfig(forget=list(sel), method=method, model=model, dataset=spec, hierarchy_version=hver,
+                    seed=seed, holdout_fraction=holdout_fraction, settings=changed, inject=inject)
+    try:
+        rid = jobs.launch(cfg, store=store, author=_ui.actor())
+    except (ValueError, OSError) as e:
+        st.error(f"Launch failed: {e}", icon="🚫")
+    else:
+        ss["last_launched"] = rid
+if ss.get("last_launched"):
+    st.success(f"Run **{ss['last_launched']}** launched.", icon="🚀")
+    st.page_link("pages/runs.py", label="Follow it on the Runs page", icon="⏱️")
