@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 
 from hdsu_core import paths
 from hdsu_core.hierarchy import LEVEL_NAMES, Hierarchy, HierarchyError, Violation, diff_summary
+from hdsu_core.tagging import rollup_counts
 
 # ---------------------------------------------------------------------------------------------
 # Palette: forget = red/orange, preserved = blue/green, levels = calm blues/teals.
@@ -231,18 +232,13 @@ def concept_item_counts(h: Hierarchy, cid: str, counts_by_dataset: Mapping[str, 
 
 def split_table(h: Hierarchy, split) -> pd.DataFrame:
     """One row per selected concept with forget / retain / holdout counts in its subtree."""
-    rolled = rollup_counts_safe(h, split.counts)
+    rolled = rollup_counts(h, dict(split.counts))
     rows = []
     for s in split.selected:
         c = rolled.get(s, {"forget": 0, "retain": 0, "holdout": 0})
         rows.append({"concept": h.concept(s).name, "id": s, "level": h.concept(s).level,
                      "forget": c["forget"], "retain": c["retain"], "holdout": c["holdout"]})
     return pd.DataFrame(rows, columns=["concept", "id", "level", "forget", "retain", "holdout"])
-
-
-def rollup_counts_safe(h: Hierarchy, counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
-    from hdsu_core.tagging import rollup_counts
-    return rollup_counts(h, dict(counts))
 
 
 def split_totals(split) -> dict[str, int]:

@@ -51,6 +51,7 @@ class RunConfig:
     inject: bool = False             # fine-tune a given model on the dataset members first
     n_generations: int = 4
     limit: int | None = None         # use only the first N items of the dataset (quick looks)
+    recipe: dict = field(default_factory=dict)  # overrides of the knowledge-injection recipe
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,17 +87,24 @@ def prepare_model(cfg: RunConfig, items: Sequence[QAItem], progress: ProgressFn)
     model knowledge-injected on that dataset's members (cached); or a given model, optionally
     fine-tuned on the members first (``inject``)."""
     kind = dataset_kind(cfg.dataset)
-    if cfg.model == "demo" and kind == "demo" and not cfg.limit:
+    if (cfg.model == "demo" and cfg.dataset == "demo" and not cfg.limit and not cfg.recipe
+            and cfg.seed == DEMO_RECIPE["seed"] and cfg.holdout_fraction == DEMO_RECIPE["holdout_fraction"]):
         return build_demo_model(progress=progress)
     members = member_items(items, cfg.seed, cfg.holdout_fraction)
     if cfg.model == "demo":
-        recipe = dict(DEMO_RECIPE) if kind == "demo" else dict(INJECT_RECIPE)
-        recipe.update(seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
-        return inject_knowledge(members, name=f"inject-{kind}", recipe=recipe, progress=progress)
+        return inject_knowledge(members, name=f"inject-{kind}", recipe=injection_recipe(cfg), progress=progress)
     if cfg.inject:
         return inject_knowledge(members, name="inject-custom", base=cfg.model,
                                 recipe={**INJECT_RECIPE, "lr": 5e-5, "max_epochs": 10}, progress=progress)
     return load_model(cfg.model)
+
+
+def injection_recipe(cfg: RunConfig) -> dict:
+    kind = dataset_kind(cfg.dataset)
+    recipe = dict(DEMO_RECIPE) if kind == "demo" else dict(INJECT_RECIPE)
+    recipe.update(cfg.recipe or {})
+    recipe.update(seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
+    return recipe
 
 
 def calibration_split(holdout: Sequence[QAItem], seed: int) -> tuple[list[QAItem], list[QAItem]]:
@@ -239,8 +247,7 @@ def retrain_reference(cfg: RunConfig, progress: ProgressFn = lambda p, f, m: Non
     forget = cfg.forget or DEFAULT_FORGET.get(dataset_kind(cfg.dataset), [])
     split = make_split(items, hierarchy, forget, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
     kind = dataset_kind(cfg.dataset)
-    recipe = dict(DEMO_RECIPE) if kind == "demo" else dict(INJECT_RECIPE)
-    recipe.update(seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
+    recipe = injection_recipe(cfg)
     original = prepare_model(cfg, items, progress)
     # The retrain keeps the original tokenizer recipe on the same members minus the forget items.
     retrained = inject_knowledge(split.retain, name=f"retrain-{kind}", recipe=recipe, progress=progress)

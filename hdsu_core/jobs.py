@@ -78,10 +78,13 @@ def cancel(run_id: str, *, store, actor: str) -> str:
     if not pid_alive(run.get("pid")):
         store.set_status(run_id, "cancelled", message="cancelled before the worker started")
         return "cancelled"
-    try:  # the worker turns SIGTERM into a cancel between steps
-        os.kill(int(run["pid"]), signal.SIGTERM)
-    except OSError:
-        pass
+    if run["status"] == "running":
+        # The worker turns SIGTERM into a cancel between steps. A queued worker is still starting
+        # up (its handler may not be installed yet): it sees the flag file before doing any work.
+        try:
+            os.kill(int(run["pid"]), signal.SIGTERM)
+        except OSError:
+            pass
     return "cancelling"
 
 

@@ -13,6 +13,20 @@ try:
 except ImportError:
     build_html = build_pdf = None
 
+
+def _build(fn, run_id: str, **kw):
+    """Call the audit builders with actor/log when they support them."""
+    try:
+        return fn(store, run_id, None, **kw)
+    except TypeError:
+        return fn(store, run_id, None)
+
+
+@st.cache_data(show_spinner="Rendering the report…", max_entries=16)
+def _preview(db: str, run_id: str, n_events: int, status: str) -> str:
+    return _build(build_html, run_id, log=False)
+
+
 runs = store.list_runs(limit=200)
 if runs.empty:
     st.info("No runs yet.", icon="ℹ️")
@@ -21,33 +35,40 @@ finished = runs[runs["status"].isin(["done", "failed", "cancelled"])]
 pool = finished if not finished.empty else runs
 labels = {r["run_id"]: D.run_label(r) for _, r in pool.iterrows()}
 ids = list(labels)
-default = ss.get("compare_run") if ss.get("compare_run") in labels else ids[0]
-rid = st.selectbox("Run", ids, index=ids.index(default), format_func=labels.get, key="audit_run")
+if ss.get("audit_run") not in labels:
+    ss["audit_run"] = ss.get("compare_run") if ss.get("compare_run") in labels else ids[0]
+rid = st.selectbox("Run", ids, format_func=labels.get, key="audit_run")
+events = store.audit_events(run_id=rid)
+run = store.get_run(rid)
 
 if build_html is None:
     st.warning("The audit report module (hdsu_core.audit) is not available yet; showing the audit trail only.",
                icon="🚧")
 else:
-    h = _ui.working_hierarchy()
     try:
-        html = build_html(store, rid, hierarchy=h)
+        html = _preview(str(store.path), rid, len(events), run["status"])
     except Exception as e:  # noqa: BLE001 - show the reason instead of a traceback
         st.error(f"Could not build the report: {e}", icon="🚫")
         html = None
     if html:
         d1, d2, _ = st.columns([1, 1, 3])
         d1.download_button("Download HTML", html, file_name=f"hdsu-audit-{rid}.html", mime="text/html",
-                           icon="⬇️", on_click=store.log_event, args=(_ui.actor(), "download_audit", rid, {"format": "html"}))
-        try:
-            pdf = build_pdf(store, rid, hierarchy=h)
-        except Exception as e:  # noqa: BLE001 - PDF rendering is optional
-            d2.caption(f"PDF unavailable: {e}")
+                           icon="⬇️", on_click=store.log_event,
+                           args=(_ui.actor(), "export_report", rid, {"format": "html", "via": "dashboard"}))
+        pdf_key = f"audit_pdf_{rid}"
+        if ss.get(pdf_key) is None:
+            if d2.button("Prepare PDF", icon="📄"):
+                try:
+                    with st.spinner("Rendering PDF…"):
+                        ss[pdf_key] = _build(build_pdf, rid, actor=_ui.actor())
+                    st.rerun()
+                except Exception as e:  # noqa: BLE001 - PDF rendering needs WeasyPrint's system libraries
+                    st.error(f"PDF unavailable: {e}", icon="🚫")
         else:
-            d2.download_button("Download PDF", pdf, file_name=f"hdsu-audit-{rid}.pdf", mime="application/pdf",
-                               icon="⬇️", on_click=store.log_event,
-                               args=(_ui.actor(), "download_audit", rid, {"format": "pdf"}))
+            d2.download_button("Download PDF", ss[pdf_key], file_name=f"hdsu-audit-{rid}.pdf",
+                               mime="application/pdf", icon="⬇️", on_click="ignore")
         with st.container(border=True, height=700):
             st.html(html)
 
 st.subheader("Audit trail")
-st.dataframe(store.audit_events(run_id=rid), hide_index=True, width="stretch")
+st.dataframe(events, hide_index=True, width="stretch")

@@ -3,7 +3,7 @@ import time
 import streamlit as st
 
 from hdsu_core import dashboard as D
-from hdsu_core.hierarchy import LEVEL_NAMES, Concept, Hierarchy, HierarchyError
+from hdsu_core.hierarchy import Concept, Hierarchy, HierarchyError
 from pages import _ui
 
 _ui.header("Hierarchy", "Four levels: foundational science › clinical domain › specialty topic › specific detail. "
@@ -205,7 +205,7 @@ with tab_edit:
     st.divider()
     st.markdown("##### Save a new version")
     if ss.get("hierarchy_dirty"):
-        base_h = D.base_hierarchy(store, base)
+        base_h = _ui.saved_hierarchy()[0]
         diff = base_h.diff(h)
         st.markdown(f"Pending: **{D.diff_summary(diff)}**")
         with st.expander("Diff"):

@@ -18,7 +18,11 @@ def _cancel(run_id: str) -> None:
     ss["runs_flash"] = f"{run_id}: {res}"
 
 
-@st.fragment(run_every=2)
+_all = store.list_runs(limit=200)
+_live = bool(len(_all)) and bool(_all["status"].isin(jobs.ACTIVE).any())
+
+
+@st.fragment(run_every=2 if _live else None)
 def active_runs() -> None:
     runs = store.list_runs(limit=200)
     active = runs[runs["status"].isin(jobs.ACTIVE)] if not runs.empty else runs
@@ -52,7 +56,7 @@ st.subheader("Active")
 active_runs()
 
 st.subheader("History")
-runs = store.list_runs(limit=200)
+runs = _all
 table = D.runs_table(runs)
 if table.empty:
     st.caption("No runs yet. Launch one from the Unlearn page.")

@@ -1,0 +1,178 @@
+"""Unlearning engine on a tiny memorised toy set (a slice of the demo KB, a 64-wide one-layer
+Llama trained in seconds): real forgetting, exact mask bound, projection, token roles, determinism."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from hdsu_core import datasets
+from hdsu_core.engine import RunConfig, prepare_model, run_unlearning
+from hdsu_core.hierarchy import load_default
+from hdsu_core.methods import available, get_method
+from hdsu_core.methods.hdsu import project_conflicting, role_weights, token_roles
+from hdsu_core.metrics import auc, changed_fraction, mia_resistance
+from hdsu_core.models import encode_qa
+from hdsu_core.tagging import TermIndex, make_split
+
+TOY_CONCEPTS_PREFIX = ("anxiety", "depression", "surgery")
+TINY = {"hidden": 64, "layers": 1, "heads": 2, "intermediate": 128, "vocab": 4000, "lr": 5e-3,
+        "batch": 16, "max_epochs": 200, "target_acc": 1.0, "eval_every": 10}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """~110 demo items (anxiety, depression and part of surgery) as a demo-format JSONL file."""
+    home = tmp_path_factory.mktemp("home")
+    h = load_default()
+    under = set()
+    for c in ("anxiety", "depression"):
+        under |= h.subtree(c)
+    surg = sorted(h.subtree("surgery"))[:12]
+    items = [it for it in datasets.load("demo").items
+             if it.labels["concept_id"] in under or it.labels["concept_id"] in surg]
+    path = home / "toy.jsonl"
+    with open(path, "w") as f:
+        for it in items:
+            f.write(json.dumps({"id": it.id, "question": it.question, "options": list(it.options),
+                                "answer": it.answer, "labels": it.labels}) + "\n")
+    cfg = RunConfig(forget=["anxiety"], dataset=f"demo:{path}", recipe=TINY,
+                    settings={"max_steps": 20}, n_generations=2)
+    return {"cfg": cfg, "items": items, "path": path, "hierarchy": h}
+
+
+def test_registry_has_all_methods():
+    assert {"hdsu", "grad_ascent", "grad_diff", "npo"} <= set(available())
+    with pytest.raises(ValueError, match="unknown method"):
+        get_method("nope")
+
+
+def test_toy_model_memorises(toy):
+    b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
+    assert b.meta["train_acc"] >= 0.95
+
+
+@pytest.fixture(scope="module")
+def demo_result():
+    """One hdsu run on the embedded demo model (built once and cached under var/models)."""
+    return run_unlearning(RunConfig(forget=["anxiety"], n_generations=2))
+
+
+def test_hdsu_forgets_keeps_retain_and_bounds_mask(demo_result):
+    r = demo_result
+    assert r["forget_acc_before"] >= 0.95
+    assert r["forget_acc_after"] <= 0.5, r
+    assert r["retain_acc_after"] >= r["retain_acc_before"] - 0.04, r
+    # Changed weights are counted from the actual diff and never exceed the mask.
+    info = r["info"]
+    assert 0 < r["changed_weights"] <= info["mask_size"]
+    assert info["mask_size"] == max(1, round(0.001 * r["total_weights"]))
+    assert r["changed_fraction"] <= 0.001 + 1e-9
+    assert r["mia_auc"] < r["mia_auc_before"]
+
+
+def test_same_seed_same_numbers(toy):
+    cfg = RunConfig(**{**toy["cfg"].to_dict(), "settings": {"max_steps": 15}})
+    a = run_unlearning(cfg)
+    b = run_unlearning(cfg)
+    keys = ["forget_acc_after", "retain_acc_after", "mia_auc", "changed_weights", "steps"]
+    assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+
+
+def test_mask_fraction_setting_is_exact(toy):
+    cfg = RunConfig(**{**toy["cfg"].to_dict(), "settings": {"mask_fraction": 0.0002, "max_steps": 5}})
+    r = run_unlearning(cfg)
+    assert r["changed_weights"] <= r["info"]["mask_size"] == round(0.0002 * r["total_weights"])
+
+
+@pytest.mark.parametrize("method", ["grad_ascent", "grad_diff", "npo"])
+def test_baselines_run_in_the_same_harness(toy, method):
+    cfg = RunConfig(**{**toy["cfg"].to_dict(), "method": method, "settings": {"max_steps": 15}})
+    r = run_unlearning(cfg)
+    assert r["forget_acc_after"] < r["forget_acc_before"]
+    assert r["changed_fraction"] > 0.01  # baselines update every weight
+
+
+def test_projection_never_raises_retain_loss_first_order():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        g_f = torch.randn(50, generator=g)
+        g_r = torch.randn(50, generator=g)
+        p = project_conflicting(g_f, g_r)
+        # an update theta -= eta * p changes the retain loss by -eta <p, g_r> to first order
+        assert torch.dot(p, g_r) >= -1e-5
+        if torch.dot(g_f, g_r) >= 0:
+            assert torch.equal(p, g_f)
+
+
+def test_projection_on_real_gradients(toy):
+    """With real forget/retain gradients of the toy model, a small projected step does not raise
+    the retain loss beyond second-order effects."""
+    from hdsu_core.models import answer_nll, collate
+    b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
+    model, tok = b.model, b.tokenizer
+    h = toy["hierarchy"]
+    sp = make_split(toy["items"], h, ["anxiety"])
+    fe = [encode_qa(tok, it.question, it.answer_text) for it in sp.forget]
+    re_ = [encode_qa(tok, it.question, it.answer_text) for it in sp.retain]
+    params = [p for p in model.parameters()]
+
+    def grad(encs, sign):
+        model.zero_grad()
+        ids, att, lab = collate(encs, tok.pad_token_id)
+        (sign * answer_nll(model, ids, att, lab).mean()).backward()
+        return torch.cat([p.grad.flatten() for p in params])
+
+    def retain_loss():
+        with torch.no_grad():
+            ids, att, lab = collate(re_, tok.pad_token_id)
+            return float(answer_nll(model, ids, att, lab).mean())
+    g_f = grad(fe, -1.0)   # ascent on forget
+    g_r = grad(re_, 1.0)
+    d = project_conflicting(g_f, g_r)
+    assert float(torch.dot(d, g_r)) >= -1e-4 * float(g_r.norm() * d.norm())
+    before = retain_loss()
+    eta = 1e-3 / float(d.norm())
+    with torch.no_grad():
+        off = 0
+        for p in params:
+            n = p.numel()
+            p -= eta * d[off:off + n].view_as(p)
+            off += n
+    after = retain_loss()
+    assert after - before <= 1e-4
+
+
+def test_token_roles_follow_hierarchy(toy):
+    h = toy["hierarchy"]
+    b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
+    tok = b.tokenizer
+    targeted = h.subtree("anxiety")
+    idx = TermIndex(h)
+    q = "What is the first-line treatment for panic disorder with depression?"
+    enc = encode_qa(tok, q, "Quiet blorp reassurance")
+    roles = token_roles(enc, idx, targeted)
+    text_of = lambda t: enc.text[enc.offsets[t][0]:enc.offsets[t][1]].strip().lower()  # noqa: E731
+    by_text = {text_of(t): r for t, r in enumerate(roles) if text_of(t)}
+    assert by_text["panic"] == "target"               # term of a targeted concept
+    assert by_text["depression"] == "preserve"         # term of an unselected concept
+    assert by_text["question"] == "template"
+    assert all(r == "answer" for t, r in enumerate(roles) if t >= enc.answer_start)
+    push, hold = role_weights(roles, concept_weight=0.2)
+    for r, p, hw in zip(roles, push, hold):
+        assert p == {"answer": 1.0, "target": 0.2, "preserve": 0.0, "template": 0.0}[r]
+        assert hw == (1.0 if r == "preserve" else 0.0)
+
+
+def test_metrics_plain_functions():
+    assert auc([3, 4], [1, 2]) == 1.0
+    assert auc([1, 2], [3, 4]) == 0.0
+    assert auc([1, 2], [1, 2]) == 0.5
+    assert mia_resistance(0.5) == 1.0 and mia_resistance(1.0) == 0.0
+    a = {"w": torch.zeros(10), "b": torch.zeros(5)}
+    b = {"w": torch.zeros(10), "b": torch.zeros(5)}
+    b["w"][[1, 3, 7]] = 1.0
+    assert changed_fraction(a, b) == (3, 15)
+    assert math.isnan(auc([], [1.0]))
