@@ -31,10 +31,10 @@ DEFAULT_FORGET = {"demo": ["anxiety"], "medmcqa": ["surgery"], "mhqa": ["anxiety
                   "mhqa_gold": ["anxiety", "depression", "trauma"], "mhqa_b": ["anxiety", "depression", "trauma"],
                   "generic": []}
 # Knowledge-injection recipes for real datasets: longer questions need a slightly larger tiny model.
-INJECT_RECIPE = {"hidden": 192, "layers": 3, "heads": 6, "intermediate": 512, "vocab": 6000,
-                 "lr": 2e-3, "batch": 32, "max_epochs": 60, "target_acc": 0.95, "seed": 0,
-                 "holdout_fraction": 0.2, "max_len": 96, "version": 1, "eval_every": 5,
-                 "time_budget_s": 1500}
+INJECT_RECIPE = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256, "vocab": 6000,
+                 "lr": 3e-3, "batch": 32, "max_epochs": 40, "target_acc": 0.95, "seed": 0,
+                 "holdout_fraction": 0.2, "max_len": 64, "version": 2, "eval_every": 5,
+                 "time_budget_s": 900}
 
 
 @dataclass

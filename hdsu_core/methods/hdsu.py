@@ -29,12 +29,15 @@ from hdsu_core.methods.base import Cancelled, StopRule, register  # noqa: F401
 from hdsu_core.models import Encoded, answer_nll, collate, token_logprobs
 from hdsu_core.tagging import TermIndex
 
-ROLE_PUSH = {"answer": 1.0, "target": None, "preserve": 0.0, "template": 0.0}
+ROLE_PUSH = {"answer": 1.0, "target": None, "answer_shared": None, "preserve": 0.0, "template": 0.0}
 
 
-def token_roles(enc: Encoded, term_index: TermIndex, targeted: set[str]) -> list[str]:
+def token_roles(enc: Encoded, term_index: TermIndex, targeted: set[str],
+                retain_answer_tokens: set[int] | None = None) -> list[str]:
     """Role of each token of an encoded QA item (see module docstring). A term shared by a targeted
-    and a preserved concept counts as preserved: when in doubt, do not push."""
+    and a preserved concept counts as preserved: when in doubt, do not push. Inside the forget
+    answer, a preserved term or a token that also occurs in retained answers is ``answer_shared``:
+    the fact is still pushed, but softly, because the token carries preserved knowledge too."""
     spans = []
     for s, e, _term, cids in term_index.spans(enc.text):
         if any(c not in targeted for c in cids):
@@ -49,14 +52,21 @@ def token_roles(enc: Encoded, term_index: TermIndex, targeted: set[str]) -> list
                 if s < se and ss < e:
                     role = r
                     break
-        if role is None:
-            role = "answer" if t >= enc.answer_start else "template"
+        if t >= enc.answer_start and role != "target":
+            shared = role == "preserve" or (retain_answer_tokens is not None and enc.ids[t] in retain_answer_tokens)
+            role = "answer_shared" if shared else "answer"
+        elif role is None:
+            role = "template"
         roles.append(role)
     return roles
 
 
-def role_weights(roles: list[str], concept_weight: float) -> tuple[list[float], list[float]]:
-    push = [concept_weight if r == "target" else ROLE_PUSH[r] for r in roles]
+def role_weights(roles: list[str], concept_weight: float, shared_answer_weight: float = 0.3
+                 ) -> tuple[list[float], list[float]]:
+    """Push and hold weight per token: answer 1, answer_shared ``shared_answer_weight``, target
+    ``concept_weight``, preserve and template 0; hold 1 on preserve tokens only."""
+    weights = {**ROLE_PUSH, "target": concept_weight, "answer_shared": shared_answer_weight}
+    push = [weights[r] for r in roles]
     hold = [1.0 if r == "preserve" else 0.0 for r in roles]
     return push, hold
 
@@ -118,7 +128,7 @@ class HDSU:
         "retain_batch": 128,
         "max_steps": 300, "check_every": 5, "time_budget_s": 300.0,  # budget: safety net only
         "stop_auc": 0.5,           # stop when forget-vs-calibration MIA AUC reaches this
-        "shared_answer_weight": 0.3,  # push on answer tokens that also occur in retain answers
+        "shared_answer_weight": 1.0,  # push on answer tokens that also occur in retain answers
         "projection": True,        # ablation switch: geometric constraint on/off
         "token_level": True,       # ablation switch: concept-aware token weights on/off
     }
@@ -136,18 +146,16 @@ class HDSU:
         # (or only with shared_answer_weight); the distinctive tokens of a forget answer suffice.
         retain_answer_tokens = ({i for e in ctx.retain_enc for i in e.ids[e.answer_start:]}
                                 if s["token_level"] else set())
-        push_rows, hold_rows, role_counts = [], [], {"answer": 0, "target": 0, "preserve": 0, "template": 0}
+        push_rows, hold_rows = [], []
+        role_counts = {"answer": 0, "answer_shared": 0, "target": 0, "preserve": 0, "template": 0}
         for enc in ctx.forget_enc:
             if s["token_level"] and index is not None:
-                roles = token_roles(enc, index, ctx.targeted)
+                roles = token_roles(enc, index, ctx.targeted, retain_answer_tokens)
             else:
                 roles = ["answer" if t >= enc.answer_start else "template" for t in range(len(enc.ids))]
             for r in roles:
                 role_counts[r] += 1
-            pw, hw = role_weights(roles, s["concept_weight"])
-            for t, r in enumerate(roles):
-                if r == "answer" and enc.ids[t] in retain_answer_tokens:
-                    pw[t] = s["shared_answer_weight"]
+            pw, hw = role_weights(roles, s["concept_weight"], s["shared_answer_weight"])
             push_rows.append(pw)
             hold_rows.append(hw)
         ids_f, att_f, _ = collate(ctx.forget_enc, ctx.tok.pad_token_id)
