@@ -110,13 +110,20 @@ def cmd_data_split(a) -> int:
     for spec in a.dataset:
         items.extend(datasets.load_spec(spec).items)
     sp = make_split(items, h, a.forget.split(","), seed=a.seed, holdout_fraction=a.holdout)
-    info = sp.summary()
-    info["per_concept"] = {k: v for k, v in sorted(sp.counts.items())}
+    s = sp.summary()
+    # forget / retain count every item on each side of the selection; the holdout is a part of
+    # each that the model is never trained on (the non-members of membership-inference tests).
+    info = {"forget": s["forget"] + s["holdout_forget"], "retain": s["retain"] + s["holdout_retain"],
+            "forget_trained": s["forget"], "forget_holdout": s["holdout_forget"],
+            "retain_trained": s["retain"], "retain_holdout": s["holdout_retain"],
+            "holdout": s["holdout"], "untagged": s["untagged"], "selected": s["selected"],
+            "targeted_concepts": len(sp.targeted), "seed": a.seed, "holdout_fraction": a.holdout,
+            "per_concept": {k: v for k, v in sorted(sp.counts.items())}}
     if a.json:
         _emit(info, True)
     else:
-        print(f"forget {info['forget']}  retain {info['retain']}  holdout {info['holdout']} "
-              f"(forget-side {info['holdout_forget']})  untagged {info['untagged']}")
+        print(f"forget {info['forget']} ({info['forget_holdout']} holdout)  retain {info['retain']} "
+              f"({info['retain_holdout']} holdout)  untagged {info['untagged']}")
         for k, v in info["per_concept"].items():
             if k in sp.targeted:
                 print(f"  {k}: {v}")

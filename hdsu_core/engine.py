@@ -50,7 +50,7 @@ class RunConfig:
     settings: dict = field(default_factory=dict)
     inject: bool = False             # fine-tune a given model on the dataset members first
     n_generations: int = 4
-    limit: int | None = None         # use only the first N items of the dataset (quick looks)
+    limit: int | None = None         # use a deterministic sample of N items (quick looks)
     recipe: dict = field(default_factory=dict)  # overrides of the knowledge-injection recipe
 
     def to_dict(self) -> dict:
@@ -70,8 +70,14 @@ def dataset_kind(spec: str) -> str:
 
 
 def load_items(spec: str, limit: int | None = None) -> list[QAItem]:
+    """All items of a dataset, or a deterministic sample of ``limit`` items spread over the whole
+    file (files are often sorted by subject, so the first N would miss whole subjects)."""
     items = load_spec(spec).items
-    return items[:limit] if limit else items
+    if not limit or limit >= len(items):
+        return items
+    keep = set(sorted((hashlib.sha256(it.id.encode()).hexdigest(), it.id) for it in items)[i][1]
+               for i in range(limit))
+    return [it for it in items if it.id in keep]
 
 
 def load_hierarchy(cfg: RunConfig, store=None) -> Hierarchy:

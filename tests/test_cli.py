@@ -185,11 +185,13 @@ def test_data_split_forget_surgery(medmcqa_dev):
             "--forget", "surgery", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["forget"] + info["holdout_forget"] == 254
-    assert info["forget"] + info["retain"] + info["holdout"] == 2957
+    assert info["forget"] == 254                      # every Surgery item is on the forget side
+    assert info["forget_trained"] + info["forget_holdout"] == 254
+    assert info["forget"] + info["retain"] == 2957
+    assert info["holdout"] == info["forget_holdout"] + info["retain_holdout"]
     assert info["selected"] == ["surgery"]
     per = info["per_concept"]
-    assert sum(v["forget"] for v in per.values()) == info["forget"]
+    assert sum(v["forget"] for v in per.values()) == info["forget_trained"]
 
 
 def test_data_split_two_datasets(medmcqa_dev, mhqa_gold):
