@@ -24,7 +24,24 @@ def actor() -> str:
     return (st.session_state.get("actor") or "").strip() or "anonymous"
 
 
+def _ensure_app_shell() -> None:
+    """A page opened by URL (e.g. /compare) as the first request after the server started runs in
+    Streamlit's legacy ``pages/`` mode: app.py is skipped (no name field, file-name navigation
+    listing ``_ui``). Turn that mode off and rerun, so the request goes through app.py. Only when
+    app.py has never run in this session (it sets ``actor``), so no widget event is dropped."""
+    if "actor" in st.session_state:
+        return
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - streamlit internals moved
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def header(title: str, caption: str) -> None:
+    _ensure_app_shell()
     st.title(title)
     st.caption(caption)
 

@@ -53,12 +53,12 @@ st.caption(f"{run['method']} · dataset {D.dataset_label(run['dataset'] or '')} 
            f"{', '.join(run['forget_concepts'] or [])} · by {run.get('author') or '?'}")
 if not m:
     st.warning("This run has no stored metrics.", icon="⚠️")
-_ui.metric_card_row(D.metric_cards(m))
+_ui.metric_card_row(D.metric_cards(m), cols_per_row=3)  # 6 in a row truncate values below ~1600 px
 if other:
     st.markdown(f"##### {other}")
     o = store.get_run(other)
     st.caption(f"{o['method']} · forget {', '.join(o['forget_concepts'] or [])}")
-    _ui.metric_card_row(D.metric_cards(_metrics(db, other)))
+    _ui.metric_card_row(D.metric_cards(_metrics(db, other)), cols_per_row=3)
 
 probes = _probes(db, rid)
 h = _hierarchy_for(run)
