@@ -1,0 +1,64 @@
+"""Model loading, caching and knowledge injection with a tiny Llama (no hub access anywhere)."""
+from __future__ import annotations
+
+import pytest
+
+from hdsu_core import datasets
+from hdsu_core.models import ModelError, inject_knowledge, load_model, weights_hash
+from hdsu_core.probes import generate, perplexity, score_mcq
+
+RECIPE = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "vocab": 800, "lr": 1e-2,
+          "batch": 16, "max_epochs": 60, "target_acc": 1.0, "eval_every": 10}
+
+
+@pytest.fixture(scope="module")
+def items():
+    return datasets.load("demo").items[:24]
+
+
+@pytest.fixture(scope="module")
+def injected(items, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("models")
+    return inject_knowledge(items, name="t", recipe=RECIPE, cache_dir=cache), cache
+
+
+def test_knowledge_injection_learns_the_items(injected, items):
+    b, _ = injected
+    acc = sum(r["correct"] for r in score_mcq(b.model, b.tokenizer, items)) / len(items)
+    assert acc >= 0.9
+    assert b.meta["items"] == len(items) and b.meta["train_acc"] == acc
+
+
+def test_injection_is_cached_and_loads_from_local_dir(injected, items):
+    b, cache = injected
+    again = inject_knowledge(items, name="t", recipe=RECIPE, cache_dir=cache)
+    assert again.path == b.path and again.model_hash == b.model_hash
+    loaded = load_model(b.path)   # a plain local Hugging Face directory
+    assert weights_hash(loaded.model) == b.model_hash
+    assert loaded.tokenizer.pad_token_id is not None
+
+
+def test_probes_are_deterministic(injected, items):
+    b, _ = injected
+    r1 = score_mcq(b.model, b.tokenizer, items[:5])
+    r2 = score_mcq(b.model, b.tokenizer, items[:5])
+    assert r1 == r2
+    g1 = generate(b.model, b.tokenizer, [items[0].question], max_new_tokens=6)
+    assert g1 == generate(b.model, b.tokenizer, [items[0].question], max_new_tokens=6)
+    assert perplexity(b.model, b.tokenizer, ["What is the hallmark feature of appendicitis?"]) > 1.0
+
+
+def test_missing_and_bad_models_give_clear_errors(tmp_path):
+    with pytest.raises(ModelError, match="model not found"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        load_model(tmp_path / "empty")
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"\0" * 10)
+    with pytest.raises(ModelError, match=".gguf"):
+        load_model(f)
+    g = tmp_path / "broken.gguf"
+    g.write_bytes(b"not a gguf file")
+    with pytest.raises(ModelError, match="could not load model"):
+        load_model(g)
