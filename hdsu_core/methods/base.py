@@ -153,5 +153,5 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict) -> dict:
             "target_loss": ctx.target_loss, "calibration_auc": stop.last_auc}
 
 
-BASELINE_DEFAULTS = {"lr": 5e-4, "max_steps": 300, "check_every": 5, "time_budget_s": 300.0,
+BASELINE_DEFAULTS = {"lr": 5e-4, "max_steps": 300, "check_every": 5, "time_budget_s": 900.0,
                      "retain_batch": 32, "forget_batch": 32}

@@ -126,7 +126,7 @@ class HDSU:
         "fisher_retain_batch": 16,
         "mask_params": "",         # regex restricting which weight tensors may be masked ("" = all)
         "retain_batch": 128,
-        "max_steps": 300, "check_every": 5, "time_budget_s": 300.0,  # budget: safety net only
+        "max_steps": 300, "check_every": 5, "time_budget_s": 900.0,  # budget: safety net only
         "stop_auc": 0.5,           # stop when forget-vs-calibration MIA AUC reaches this
         "shared_answer_weight": 1.0,  # push on answer tokens that also occur in retain answers
         "projection": True,        # ablation switch: geometric constraint on/off
