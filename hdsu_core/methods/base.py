@@ -106,6 +106,8 @@ class StopRule:
         self.t0 = time.time()
         self.last_forget_loss = mean_answer_loss(ctx.model, ctx.tok, ctx.forget_enc)
         self.last_auc = None
+        self.last_forget_losses: list[float] | None = None   # per forget item, at the last check
+        self.last_calib_losses: list[float] | None = None
         self.reason = "max_steps"
 
     def done(self, step: int) -> bool:
@@ -121,8 +123,10 @@ class StopRule:
             from hdsu_core.metrics import mia_auc_loss
             f_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.forget_enc)
             self.last_forget_loss = sum(f_losses) / max(len(f_losses), 1)
+            self.last_forget_losses = f_losses
             if self.ctx.calib_enc:
                 c_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.calib_enc)
+                self.last_calib_losses = c_losses
                 self.last_auc = mia_auc_loss(f_losses, c_losses)
             self.ctx.progress("unlearn", min(1.0, step / self.max_steps),
                               f"step {step} forget loss {self.last_forget_loss:.3f} "
