@@ -86,7 +86,7 @@ def seed_run(store: Store, run_id: str = "r-seeded", forget=("anxiety",)) -> dic
 # ---------------------------------------------------------------------------------------------
 # dashboard.py (pure functions)
 # ---------------------------------------------------------------------------------------------
-def test_synthetic_5000_concepts_is_fast_enough():
+def test_synthetic_5000_concepts_figure_and_roles():
     t0 = time.perf_counter()
     h = D.synthetic_hierarchy(5000)
     t_build = time.perf_counter() - t0
