@@ -50,6 +50,8 @@ def cmd_run(a) -> int:
     forget = [f for f in (a.forget or "").split(",") if f.strip()]
     cfg = RunConfig(forget=forget, method=a.method, model=a.model, dataset=a.dataset, seed=a.seed,
                     hierarchy=a.hierarchy, settings=_settings(a.set), limit=a.limit, inject=a.inject)
+    from hdsu_core.engine import check_settings
+    check_settings(cfg.method, cfg.settings)  # a typo in --set fails here, before a run row exists
     store = _store(a.db)
     from hdsu_core.engine import new_run_id
     run_id = new_run_id()

@@ -162,11 +162,23 @@ def summarise(before: dict, after: dict, split: Split, eval_ids: set[str]) -> di
     return out
 
 
+def check_settings(method: str, settings: dict) -> None:
+    """Refuse unknown method names and setting keys (a typo would otherwise be silently ignored
+    and the run would use the default)."""
+    from hdsu_core.methods import get_method
+    known = get_method(method).defaults
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ValueError(f"unknown setting(s) for method {method!r}: {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
+
+
 def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
                    progress: ProgressFn = lambda p, f, m: None,
                    should_cancel: Callable[[], bool] = lambda: False) -> dict:
     """Execute one run. With a store, results are written under ``run_id`` (created if missing)."""
     t0 = time.time()
+    check_settings(cfg.method, cfg.settings)  # fail before loading data or models
     set_seed(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run_id = run_id or new_run_id()

@@ -253,6 +253,13 @@ def test_unknown_concept(medmcqa_dev):
     assert_clean_error(r, "no_such_thing")
 
 
+def test_unknown_method_setting_is_refused(tmp_path):
+    r = run("run", "--db", tmp_path / "x.duckdb", "--set", "step_nrom=5", "--json")
+    assert r.returncode == 1
+    assert_clean_error(r, "step_nrom")
+    assert "step_norm" in r.stderr  # the known settings are listed
+
+
 def test_empty_selection(tmp_path):
     f = tmp_path / "g.jsonl"
     f.write_text(json.dumps({"question": "Q?", "options": ["a", "b"], "answer": 0}) + "\n", encoding="utf-8")
