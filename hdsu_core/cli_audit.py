@@ -6,27 +6,9 @@ exits 1.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the target directory + ``os.replace``: readers never see half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+from hdsu_core.paths import atomic_write_bytes
 
 
 def cmd_audit_report(a) -> int:
@@ -44,7 +26,7 @@ def cmd_audit_report(a) -> int:
         data = audit.build_pdf(store, a.run_id, hierarchy, actor=a.actor)
     else:
         data = audit.build_html(store, a.run_id, hierarchy, actor=a.actor).encode("utf-8")
-    _atomic_write_bytes(out, data)
+    atomic_write_bytes(out, data)  # readers never see half a report
     print(out)
     return 0
 

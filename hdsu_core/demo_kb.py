@@ -8,9 +8,7 @@ distractors are the same attribute's answers of *other* concepts, drawn with ``r
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 from . import paths
@@ -93,19 +91,8 @@ def _row(item: QAItem) -> dict:
 def write_jsonl(items, path=paths.DEMO_KB) -> Path:
     """Write items as generic JSONL rows, atomically (temp file in the same folder + os.replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for item in items:
-                fh.write(json.dumps(_row(item), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    text = "".join(json.dumps(_row(item), ensure_ascii=False) + "\n" for item in items)
+    paths.atomic_write_text(path, text)
     return path
 
 

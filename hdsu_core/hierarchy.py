@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import networkx as nx
+
+from hdsu_core import paths
 
 FORMAT = "hdsu-hierarchy/1"
 LEVEL_NAMES = {1: "foundational science", 2: "clinical domain", 3: "specialty topic", 4: "specific detail"}
@@ -392,21 +392,8 @@ def diff_summary(diff: dict) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Atomic text write (kept here for callers of the hierarchy module)."""
+    paths.atomic_write_text(path, text)
 
 
 def load_default() -> Hierarchy:
