@@ -43,15 +43,12 @@ def _headline(r: dict) -> dict:
 
 
 def cmd_run(a) -> int:
-    from hdsu_core.engine import RunConfig, run_unlearning
-    from hdsu_core.methods import available
-    if a.method not in available():
-        raise ValueError(f"unknown method {a.method!r}; available: {', '.join(available())}")
+    from hdsu_core.engine import RunConfig, check_settings, run_unlearning
     forget = [f for f in (a.forget or "").split(",") if f.strip()]
     cfg = RunConfig(forget=forget, method=a.method, model=a.model, dataset=a.dataset, seed=a.seed,
                     hierarchy=a.hierarchy, settings=_settings(a.set), limit=a.limit, inject=a.inject)
-    from hdsu_core.engine import check_settings
-    check_settings(cfg.method, cfg.settings)  # a typo in --set fails here, before a run row exists
+    # An unknown method or a typo in --set fails here, before a run row exists.
+    check_settings(cfg.method, cfg.settings)
     store = _store(a.db)
     from hdsu_core.engine import new_run_id
     run_id = new_run_id()

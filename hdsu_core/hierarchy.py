@@ -198,7 +198,7 @@ class Hierarchy:
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
+        paths.atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
 
     def copy(self) -> "Hierarchy":
         return Hierarchy.from_dict(copy.deepcopy(self.to_dict()))
@@ -389,11 +389,6 @@ def diff_summary(diff: dict) -> str:
     if diff.get("changed"):
         parts.append(f"~{len(diff['changed'])} changed")
     return ", ".join(parts) or "no changes"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Atomic text write (kept here for callers of the hierarchy module)."""
-    paths.atomic_write_text(path, text)
 
 
 def load_default() -> Hierarchy:
