@@ -176,3 +176,59 @@ def test_metrics_plain_functions():
     b["w"][[1, 3, 7]] = 1.0
     assert changed_fraction(a, b) == (3, 15)
     assert math.isnan(auc([], [1.0]))
+
+
+def test_per_item_mask_covers_every_forget_item(toy):
+    """With ``mask_allocation=per_item`` the mask has exactly k weights and every forget item
+    can move its own answer: its push gradient is non-zero somewhere inside the mask."""
+    from hdsu_core.engine import calibration_split
+    from hdsu_core.methods.base import UnlearnContext
+    from hdsu_core.methods.hdsu import HDSU, select_mask, token_npo_loss
+    from hdsu_core.models import clone_model, collate
+    b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
+    model, tok = b.model, b.tokenizer
+    sp = make_split(toy["items"], toy["hierarchy"], ["anxiety"])
+    ref = clone_model(model)
+    calib, _ = calibration_split(sp.holdout, 0)
+    settings = {**HDSU.defaults, "mask_allocation": "per_item", "mask_fraction": 0.002}
+    ctx = UnlearnContext(model=model, ref_model=ref, tok=tok, forget=sp.forget, retain=sp.retain,
+                         calibration=calib, settings=settings)
+    ids, att, _ = collate(ctx.forget_enc, tok.pad_token_id)
+    weights = (torch.arange(ids.shape[1]).unsqueeze(0) >= torch.tensor(
+        [e.answer_start for e in ctx.forget_enc]).unsqueeze(1)).float() * att
+
+    def push_loss(idx):
+        return token_npo_loss(model, ref, ids[idx], att[idx], weights[idx], 0.2)
+    params = [(n, p) for n, p in model.named_parameters()]
+    masks, k, total = select_mask(ctx, model, params, push_loss, settings)
+    assert k == round(0.002 * total)
+    assert sum(int(m.sum()) for m in masks.values()) == k
+    for i in range(len(ctx.forget_enc)):
+        model.zero_grad()
+        push_loss(torch.tensor([i])).backward()
+        inside = sum(float(p.grad[masks[n]].abs().sum()) for n, p in params if n in masks and p.grad is not None)
+        assert inside > 0, f"forget item {i} has no weight of its own in the mask"
+    with pytest.raises(ValueError, match="mask_allocation"):
+        select_mask(ctx, model, params, push_loss, {**settings, "mask_allocation": "bogus"})
+
+
+def test_mcq_stop_rule_reaches_non_member_accuracy(demo_result):
+    """The default stopping rule on the demo model: a run that reports ``reached_target`` answers
+    the forget items no better than the calibration non-members at its last check, and its
+    calibration loss-attack AUC is at chance or below."""
+    info = demo_result["info"]
+    assert info["stopped"] == "reached_target", info
+    assert info["stop_forget_mcq_acc"] <= info["stop_calib_mcq_acc"]
+    assert info["calibration_auc"] <= 0.5
+    assert demo_result["forget_acc_after"] <= demo_result["holdout_acc_before"] + 0.1, demo_result
+
+
+def test_mcq_stop_rule_keeps_going_while_items_are_answered(toy):
+    """On the toy model the correct options keep ranking first even at non-member loss level (its
+    0.1 % mask is all embedding rows shared with the distractors): the MCQ condition must then
+    hold the run until its step budget instead of declaring the items forgotten."""
+    cfg = RunConfig(**{**toy["cfg"].to_dict(), "settings": {"max_steps": 30}})
+    r = run_unlearning(cfg)
+    info = r["info"]
+    reached = info["stop_forget_mcq_acc"] <= info["stop_calib_mcq_acc"] and info["calibration_auc"] <= 0.5
+    assert info["stopped"] == ("reached_target" if reached else "max_steps"), info

@@ -93,16 +93,30 @@ def answer_weights(labels: torch.Tensor) -> torch.Tensor:
     return (labels != -100).float()
 
 
+# The harness-wide default of the MCQ-aware stopping condition (see StopRule), shared by every
+# method so that the benchmark compares them under one rule.
+STOP_MCQ_DEFAULT = True
+
+
 class StopRule:
     """Common harness rule: stop when a loss-based membership attack can no longer tell the forget
     items from non-members (never trained on): the AUC of forget vs calibration non-member answer
     losses drops to ``stop_auc`` (0.5 = chance), i.e. the model looks as if it never saw them.
+    With ``stop_mcq`` (the default) the forget items must also be answered no better than the
+    calibration non-members, i.e. reach what a model never trained on them scores.
     The calibration non-members are disjoint from those the reported MIA AUC is measured on."""
 
     def __init__(self, ctx: UnlearnContext, check_every: int, max_steps: int, time_budget_s: float,
-                 stop_auc: float = 0.5):
+                 stop_auc: float = 0.5, stop_mcq: bool = STOP_MCQ_DEFAULT):
         self.ctx, self.check_every, self.max_steps, self.budget = ctx, check_every, max_steps, time_budget_s
         self.stop_auc = stop_auc
+        # With stop_mcq the rule also asks that the forget items be answered no better than the
+        # calibration non-members (MCQ by option log-likelihood): a loss-level match alone can
+        # leave a few items whose correct option still ranks first.
+        self.stop_mcq = stop_mcq
+        self.last_forget_correct: list[bool] | None = None
+        self.last_forget_acc: float | None = None
+        self.last_calib_acc: float | None = None
         self.t0 = time.time()
         self.last_forget_loss = mean_answer_loss(ctx.model, ctx.tok, ctx.forget_enc)
         self.last_auc = None
@@ -128,10 +142,22 @@ class StopRule:
                 c_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.calib_enc)
                 self.last_calib_losses = c_losses
                 self.last_auc = mia_auc_loss(f_losses, c_losses)
+            mcq_ok = True
+            if self.stop_mcq and self.ctx.calibration:
+                from hdsu_core.probes import score_mcq
+                fc = [r["correct"] for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.forget, max_len=self.ctx.max_len)]
+                cc = [r["correct"] for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.calibration, max_len=self.ctx.max_len)]
+                self.last_forget_correct = fc
+                self.last_forget_acc = sum(fc) / max(len(fc), 1)
+                self.last_calib_acc = sum(cc) / max(len(cc), 1)
+                mcq_ok = self.last_forget_acc <= self.last_calib_acc
+            mcq_msg = "" if self.last_forget_acc is None else \
+                f" forget MCQ acc {self.last_forget_acc:.3f} (non-members {self.last_calib_acc:.3f})"
             self.ctx.progress("unlearn", min(1.0, step / self.max_steps),
                               f"step {step} forget loss {self.last_forget_loss:.3f} "
-                              f"calibration MIA AUC {self.last_auc if self.last_auc is None else round(self.last_auc, 3)}")
-            if self.last_auc is not None and self.last_auc <= self.stop_auc:
+                              f"calibration MIA AUC {self.last_auc if self.last_auc is None else round(self.last_auc, 3)}"
+                              + mcq_msg)
+            if self.last_auc is not None and self.last_auc <= self.stop_auc and mcq_ok:
                 self.reason = "reached_target"
                 return True
         return False
@@ -142,7 +168,7 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict) -> dict:
     torch.manual_seed(ctx.seed)
     params = [p for p in ctx.model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=s["lr"])
-    stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s.get("stop_auc", 0.5))
+    stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s["stop_auc"], s["stop_mcq"])
     ctx.model.train()
     step = 0
     while not stop.done(step):
@@ -158,4 +184,5 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict) -> dict:
 
 
 BASELINE_DEFAULTS = {"lr": 5e-4, "max_steps": 300, "check_every": 5, "time_budget_s": 900.0,
+                     "stop_auc": 0.5, "stop_mcq": STOP_MCQ_DEFAULT,
                      "retain_batch": 32, "forget_batch": 32}

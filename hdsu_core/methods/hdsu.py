@@ -4,7 +4,10 @@
    - importance s_j = F_forget,j / (F_retain,j + delta), F = mean squared micro-batch gradient
      (empirical Fisher) of the push loss on the forget set and of the NLL on the retain set;
      delta = damping * mean(F_retain) so rarely-used weights are not picked on noise alone;
-   - mask M = top ``mask_fraction`` of all weights by s (default 0.1 %); only these ever change;
+   - mask M of ``mask_fraction`` of all weights (default 0.1 %); only these ever change. With
+     ``mask_allocation`` per_item (default) each forget item first gets its own k/n top weights by
+     its own score, the rest of the budget goes by the pooled score, so no item is left without
+     weights that can move it;
    - per step, on the masked coordinates: g_f = grad of the push loss, g_r = grad of the hold loss;
      if <g_f, g_r> < 0 (descending g_f would raise the retain loss) remove the conflicting
      component, g_f' = g_f - (<g_f,g_r>/|g_r|^2) g_r; direction d = g_f' + alpha g_r, which has
@@ -16,7 +19,9 @@
      concept: L1-L2 ancestors and every unselected concept) or ``template`` (everything else);
    - push weights: answer 1, target ``concept_weight``, preserve 0, template 0 (no push);
    - hold: preserve tokens are anchored to the original model with KL, retain answers with NLL.
-Stops with the harness rule: forget loss reaches the non-member loss level (see base.StopRule).
+   - item focus: forget items already past non-member loss level and answered wrongly get no push.
+Stops with the harness rule: forget loss reaches the non-member loss level and forget MCQ
+accuracy the non-members' accuracy (see base.StopRule).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import time
 
 import torch
 
-from hdsu_core.methods.base import Cancelled, StopRule, register  # noqa: F401
+from hdsu_core.methods.base import STOP_MCQ_DEFAULT, Cancelled, StopRule, register  # noqa: F401
 from hdsu_core.models import Encoded, answer_nll, collate, token_logprobs
 from hdsu_core.tagging import TermIndex
 
@@ -110,6 +115,80 @@ def kl_to_ref(model, ref_model, ids, att, weights: torch.Tensor) -> torch.Tensor
     return (kl * w).sum() / w.sum().clamp_min(1.0)
 
 
+def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]:
+    """Importance-scored update mask (docs/method.md, section 2). Returns ({param name: bool
+    mask}, k, total weights). The retain Fisher comes first so that, with ``mask_allocation``
+    ``per_item``, each forget item's own gradient can be scored against it as it streams by."""
+    model.eval()
+    total = sum(p.numel() for _, p in params)
+    k = max(1, int(round(s["mask_fraction"] * total)))
+    f_retain = {n: torch.zeros_like(p) for n, p in params}
+    sample = ctx.rng.sample(ctx.retain_enc, min(s["fisher_retain_items"], len(ctx.retain_enc)))
+    nb, rfb = 0, s["fisher_retain_batch"]
+    for b in range(0, len(sample), rfb):
+        model.zero_grad(set_to_none=True)
+        ids, att, labels = collate(sample[b:b + rfb], ctx.tok.pad_token_id)
+        answer_nll(model, ids, att, labels).mean().backward()
+        for n, p in params:
+            if p.grad is not None:
+                f_retain[n] += p.grad.detach() ** 2
+        nb += 1
+    for n in f_retain:
+        f_retain[n] /= max(nb, 1)
+    mean_r = torch.cat([f.flatten() for f in f_retain.values()]).mean()
+    denom = {n: f_retain[n] + s["damping"] * mean_r + 1e-20 for n in f_retain}
+    del f_retain
+    allowed = re.compile(s["mask_params"]) if s["mask_params"] else None
+    eligible = {n: allowed is None or bool(allowed.search(n)) for n, _ in params}
+
+    if s["mask_allocation"] not in ("global", "per_item"):
+        raise ValueError(f"mask_allocation must be 'global' or 'per_item', not {s['mask_allocation']!r}")
+    per_item = s["mask_allocation"] == "per_item"
+    fisher_rows = list(range(len(ctx.forget_enc)))
+    if len(fisher_rows) > s["fisher_forget_items"]:  # a seeded sample, not a (possibly sorted) prefix
+        fisher_rows = sorted(ctx.rng.sample(fisher_rows, s["fisher_forget_items"]))
+    fb = 1 if per_item else s["fisher_batch"]
+    k_item = max(1, k // max(len(fisher_rows), 1)) if per_item else 0
+    f_forget = {n: torch.zeros_like(p) for n, p in params}
+    chosen: set[int] = set()
+    nb = 0
+    for b in range(0, len(fisher_rows), fb):
+        model.zero_grad(set_to_none=True)
+        push_loss(torch.tensor(fisher_rows[b:b + fb])).backward()
+        item_scores = []
+        for n, p in params:
+            g2 = p.grad.detach() ** 2 if p.grad is not None else torch.zeros_like(p)
+            f_forget[n] += g2
+            if per_item:
+                item_scores.append((g2 / denom[n]).flatten() if eligible[n] else torch.zeros(p.numel()))
+        if per_item:
+            chosen.update(torch.topk(torch.cat(item_scores), k_item).indices.tolist())
+        nb += 1
+    model.zero_grad(set_to_none=True)
+    scores = torch.cat([(f_forget[n] / max(nb, 1) / denom[n]).flatten() if eligible[n]
+                        else torch.zeros(p.numel()) for n, p in params])
+    del f_forget, denom
+    flat_mask = torch.zeros(total, dtype=torch.bool)
+    if chosen:
+        # Every forget item keeps its own few most specific weights (overlaps merge); the rest of
+        # the budget goes by the pooled score. Trim by pooled score if the union overshoots k.
+        idx = torch.tensor(sorted(chosen))
+        if len(idx) > k:
+            idx = idx[torch.topk(scores[idx], k).indices]
+        flat_mask[idx] = True
+    rest = k - int(flat_mask.sum())
+    if rest > 0:
+        scores[flat_mask] = -1.0
+        flat_mask[torch.topk(scores, rest).indices] = True
+    masks, off = {}, 0
+    for n, p in params:
+        m = flat_mask[off:off + p.numel()].view_as(p)
+        off += p.numel()
+        if m.any():
+            masks[n] = m
+    return masks, k, total
+
+
 @register
 class HDSU:
     name = "hdsu"
@@ -127,11 +206,14 @@ class HDSU:
         "forget_batch": 64,        # forget items per update step (all when fewer)
         "fisher_retain_batch": 16,
         "mask_params": "",         # regex restricting which weight tensors may be masked ("" = all)
+        "mask_allocation": "per_item",  # "per_item": each forget item first gets its own k/n weights; "global": pooled top-k
         "retain_batch": 128,
         "max_steps": 300, "check_every": 5, "time_budget_s": 900.0,  # budget: safety net only
-        "stop_auc": 0.5,           # stop when forget-vs-calibration MIA AUC reaches this
+        "stop_auc": 0.5,           # stop when forget-vs-calibration MIA AUC reaches this ...
+        "stop_mcq": STOP_MCQ_DEFAULT,  # ... and forget MCQ accuracy is no better than the non-members'
+        "focus_level": 0.5,        # item focus: an item is forgotten past this quantile of non-member losses
         "shared_answer_weight": 1.0,  # push on answer tokens that also occur in retain answers
-        "forgotten_weight": 1.0,   # push weight of forget items whose loss already looks non-member (1 = off)
+        "forgotten_weight": 0.0,   # item focus: push weight of forget items already forgotten (1 = off)
         "projection": True,        # ablation switch: geometric constraint on/off
         "token_level": True,       # ablation switch: concept-aware token weights on/off
     }
@@ -171,54 +253,7 @@ class HDSU:
 
         # ---- parameter importance (empirical Fisher) and mask ----------------------------------
         ctx.progress("unlearn", 0.0, "scoring parameters (Fisher forget vs retain)")
-        fb = s["fisher_batch"]
-        f_forget = {n: torch.zeros_like(p) for n, p in params}
-        f_retain = {n: torch.zeros_like(p) for n, p in params}
-        model.eval()
-        nb = 0
-        fisher_rows = list(range(len(ctx.forget_enc)))
-        if len(fisher_rows) > s["fisher_forget_items"]:  # a seeded sample, not a (possibly sorted) prefix
-            fisher_rows = sorted(ctx.rng.sample(fisher_rows, s["fisher_forget_items"]))
-        for b in range(0, len(fisher_rows), fb):
-            model.zero_grad(set_to_none=True)
-            push_loss(torch.tensor(fisher_rows[b:b + fb])).backward()
-            for n, p in params:
-                if p.grad is not None:
-                    f_forget[n] += p.grad.detach() ** 2
-            nb += 1
-        for n in f_forget:
-            f_forget[n] /= max(nb, 1)
-        sample = ctx.rng.sample(ctx.retain_enc, min(s["fisher_retain_items"], len(ctx.retain_enc)))
-        nb = 0
-        rfb = s["fisher_retain_batch"]
-        for b in range(0, len(sample), rfb):
-            model.zero_grad(set_to_none=True)
-            ids, att, labels = collate(sample[b:b + rfb], ctx.tok.pad_token_id)
-            answer_nll(model, ids, att, labels).mean().backward()
-            for n, p in params:
-                if p.grad is not None:
-                    f_retain[n] += p.grad.detach() ** 2
-            nb += 1
-        for n in f_retain:
-            f_retain[n] /= max(nb, 1)
-        total = sum(p.numel() for _, p in params)
-        k = max(1, int(round(s["mask_fraction"] * total)))
-        mean_r = torch.cat([f.flatten() for f in f_retain.values()]).mean()
-        delta = s["damping"] * mean_r + 1e-20
-        allowed = re.compile(s["mask_params"]) if s["mask_params"] else None
-        scores = torch.cat([(f_forget[n] / (f_retain[n] + delta)).flatten()
-                            if allowed is None or allowed.search(n) else torch.zeros(p.numel())
-                            for n, p in params])
-        thresh_idx = torch.topk(scores, k).indices
-        flat_mask = torch.zeros(total, dtype=torch.bool)
-        flat_mask[thresh_idx] = True
-        masks, off = {}, 0
-        for n, p in params:
-            m = flat_mask[off:off + p.numel()].view_as(p)
-            off += p.numel()
-            if m.any():
-                masks[n] = m
-        del f_forget, f_retain, scores
+        masks, k, total = select_mask(ctx, model, params, push_loss, s)
         masked = [(n, p, masks[n]) for n, p in params if n in masks]
         mask_by_param = {n: int(m.sum()) for n, m in masks.items()}
 
@@ -236,19 +271,23 @@ class HDSU:
         w_push_all = push_w[:, 1:]
         w_hold_all = hold_w[:, 1:]
         n_forget = len(ids_f)
-        # Item focus (opt-in, forgotten_weight < 1): at every stop-rule check, forget items whose
-        # answer loss already exceeds the median non-member loss are pushed only with
-        # ``forgotten_weight``, so the push goes to the items that still look memorised. Off by
-        # default: on the demo KB (0.1) it concentrated the fixed-norm step on a few items and cost
-        # 5 retain points on two of three branches (docs/method.md, "Measured choices").
+        # Item focus (forgotten_weight < 1; 0 by default): at every stop-rule check, a forget item
+        # whose answer loss is past the ``focus_level`` quantile of the non-member losses and that
+        # is no longer answered correctly (MCQ) is pushed only with ``forgotten_weight``. The push
+        # goes to the items that still look memorised instead of driving the forgotten ones far
+        # past non-member level (itself a membership signal). The push loss keeps its full-set
+        # normaliser, so its gradient shrinks as items finish and the hold term gets the step.
         focus = torch.ones(n_forget)
 
         def refresh_focus() -> None:
             if stop.last_forget_losses is None or not stop.last_calib_losses or s["forgotten_weight"] >= 1:
                 return
-            level = float(torch.tensor(stop.last_calib_losses).median())
+            level = float(torch.quantile(torch.tensor(stop.last_calib_losses), s["focus_level"]))
             f = torch.tensor(stop.last_forget_losses)
-            focus.copy_(torch.where(f >= level, torch.full_like(f, s["forgotten_weight"]), torch.ones_like(f)))
+            done = f >= level
+            if stop.last_forget_correct is not None:  # an item still answered correctly is not done
+                done &= ~torch.tensor(stop.last_forget_correct)
+            focus.copy_(torch.where(done, torch.full_like(f, s["forgotten_weight"]), torch.ones_like(f)))
 
         def forget_rows() -> torch.Tensor:
             if n_forget <= s["forget_batch"]:
@@ -263,13 +302,14 @@ class HDSU:
             rows = forget_rows()
             width = int(att_f[rows].sum(1).max())  # drop all-padding columns of this minibatch
             ids, att = ids_f[rows, :width], att_f[rows, :width]
-            w_push = w_push_all[rows, :width - 1] * focus[rows].unsqueeze(1)
+            w_item = w_push_all[rows, :width - 1]
+            w_push = w_item * focus[rows].unsqueeze(1)
             w_hold = w_hold_all[rows, :width - 1]
             logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
             logp = torch.log_softmax(logits, -1)
             lp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             push = (2.0 / s["beta"]) * (torch.nn.functional.softplus(s["beta"] * (lp - lp_ref_f[rows, :width - 1]))
-                                         * w_push).sum() / w_push.sum().clamp_min(1e-6)
+                                         * w_push).sum() / w_item.sum().clamp_min(1e-6)
             hold = torch.zeros(())
             if need_kl and float(w_hold.sum()) > 0:
                 with torch.no_grad():
@@ -288,7 +328,7 @@ class HDSU:
             return g_f, g_r
 
         # ---- constrained updates ---------------------------------------------------------------
-        stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s["stop_auc"])
+        stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s["stop_auc"], s["stop_mcq"])
         step, conflicts = 0, 0
         model.train()
         try:
@@ -320,6 +360,7 @@ class HDSU:
         model.zero_grad(set_to_none=True)
         model.eval()
         return {"steps": step, "stopped": stop.reason, "forget_loss": stop.last_forget_loss,
-                "target_loss": ctx.target_loss, "calibration_auc": stop.last_auc, "mask_size": k, "mask_fraction": k / total,
+                "target_loss": ctx.target_loss, "calibration_auc": stop.last_auc,
+                "stop_forget_mcq_acc": stop.last_forget_acc, "stop_calib_mcq_acc": stop.last_calib_acc, "mask_size": k, "mask_fraction": k / total,
                 "mask_by_param": mask_by_param, "conflicting_steps": conflicts, "token_roles": role_counts,
                 "method_seconds": round(time.time() - t0, 2)}
