@@ -118,10 +118,35 @@ def token_logprobs(model, ids, att) -> torch.Tensor:
     return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
+# Model types whose logits are exactly lm_head(last hidden state), with no scaling or soft-capping
+# after it: for these the answer NLL only needs the output layer at the answer positions.
+_PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+def _answer_logprobs_fast(model, ids, att, mask: torch.Tensor) -> torch.Tensor | None:
+    """log p of the answer tokens, shape (B, T-1) with zeros outside ``mask``, computing the output
+    layer and softmax only where ``mask`` is set. The output layer over a 4,000-32,000-token
+    vocabulary is most of the cost of a small model's forward and backward pass; answers are a
+    few tokens of each item. None when the model is not of a known plain-head type."""
+    if getattr(model.config, "model_type", None) not in _PLAIN_HEAD_TYPES or not hasattr(model, "get_decoder"):
+        return None
+    head = model.get_output_embeddings()
+    if head is None:
+        return None
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1]
+    logits = head(hidden[mask]).float()
+    picked = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:][mask].unsqueeze(-1)).squeeze(-1)
+    out = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device)
+    return out.masked_scatter(mask, picked)
+
+
 def answer_nll(model, ids, att, labels, token_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-item mean NLL over answer tokens (optionally weighted), shape (B,)."""
-    lp = token_logprobs(model, ids, att)
-    mask = (labels[:, 1:] != -100).float()
+    answer = labels[:, 1:] != -100
+    lp = _answer_logprobs_fast(model, ids, att, answer)
+    if lp is None:
+        lp = token_logprobs(model, ids, att)
+    mask = answer.float()
     if token_weights is not None:
         mask = mask * token_weights[:, 1:]
     return -(lp * mask).sum(1) / mask.sum(1).clamp_min(1e-6)

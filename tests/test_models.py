@@ -62,3 +62,26 @@ def test_missing_and_bad_models_give_clear_errors(tmp_path):
     g.write_bytes(b"not a gguf file")
     with pytest.raises(ModelError, match="could not load model"):
         load_model(g)
+
+
+def test_answer_nll_fast_path_matches_full_logits(injected, items):
+    """answer_nll computes the output layer only at answer positions on plain-head models; the
+    loss and its gradient must equal the full-logits computation."""
+    import torch
+
+    from hdsu_core.models import _answer_logprobs_fast, answer_nll, collate, encode_qa, token_logprobs
+    bundle, _ = injected
+    model, tok = bundle.model, bundle.tokenizer
+    ids, att, labels = collate([encode_qa(tok, it.question, it.answer_text) for it in items], tok.pad_token_id)
+    mask = labels[:, 1:] != -100
+    assert _answer_logprobs_fast(model, ids, att, mask) is not None  # the fast path is really taken
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+    def full_nll():
+        return -(token_logprobs(model, ids, att) * mask.float()).sum(1) / mask.float().sum(1)
+    assert torch.allclose(answer_nll(model, ids, att, labels), full_nll(), atol=1e-5)
+    for a, b in zip(grads(answer_nll(model, ids, att, labels).mean()), grads(full_nll().mean())):
+        assert torch.allclose(a, b, atol=1e-6)
