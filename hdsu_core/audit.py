@@ -246,6 +246,9 @@ _METRIC_ROWS = [
      "How well a membership-inference attacker separates forget items from never-seen ones by their loss, before unlearning (1.0 = perfectly)."),
     ("mia_auc", "MIA AUC after (loss attack)", "auc",
      "The same after unlearning. About 0.5 means an attacker cannot tell forgotten items from never-seen ones; well below 0.5 means the forget items now stand out by being unusually poorly known."),
+    ("mia_auc_ci_low", "MIA AUC after, 95 % interval low", "auc",
+     "Bootstrap interval of the loss-attack AUC after unlearning (forget items and never-seen items resampled, seeded). On a small forget set the AUC itself is uncertain by several points: an interval that contains 0.5 means the attacker's result is consistent with chance."),
+    ("mia_auc_ci_high", "MIA AUC after, 95 % interval high", "auc", "Upper end of the same interval."),
     ("mia_auc_mink_before", "MIA AUC before (Min-K% attack)", "auc",
      "A second attack scoring the least likely answer tokens, before unlearning."),
     ("mia_auc_mink", "MIA AUC after (Min-K% attack)", "auc",
@@ -333,8 +336,10 @@ def _verdict(metrics: dict[str, float], after_rows: list[dict], finished: bool) 
 
     auc = _num(metrics.get("mia_auc"))
     lo, hi = T["mia_auc_center"] - T["mia_auc_tolerance"], T["mia_auc_center"] + T["mia_auc_tolerance"]
+    ci_lo, ci_hi = _num(metrics.get("mia_auc_ci_low")), _num(metrics.get("mia_auc_ci_high"))
+    measured = _fmt(auc) if ci_lo is None or ci_hi is None else f"{_fmt(auc)} (95 % interval {_fmt(ci_lo, 2)}–{_fmt(ci_hi, 2)})"
     add("Membership privacy", f"MIA AUC within {T['mia_auc_center']:.2f} ± {T['mia_auc_tolerance']:.2f}",
-        _fmt(auc), None if auc is None else lo - 1e-12 <= auc <= hi + 1e-12)
+        measured, None if auc is None else lo - 1e-12 <= auc <= hi + 1e-12)
 
     cf = _num(metrics.get("changed_fraction"))
     add("Minimal edit", f"changed-weight fraction ≤ {100 * T['changed_fraction_max']:.1f} %",

@@ -8,7 +8,7 @@ from typing import Sequence
 from hdsu_core.engine import DEFAULT_FORGET, RunConfig, dataset_kind, new_run_id, retrain_reference, run_unlearning
 
 KEYS = ["forget_acc_before", "forget_acc_after", "retain_acc_before", "retain_acc_after",
-        "mia_auc", "mia_auc_mink", "changed_fraction", "seconds"]
+        "mia_auc", "mia_auc_ci_low", "mia_auc_ci_high", "mia_auc_mink", "changed_fraction", "seconds"]
 
 
 def run_bench(datasets: Sequence[str], methods: Sequence[str], *, forget: list[str] | None = None,
@@ -47,8 +47,10 @@ def run_bench(datasets: Sequence[str], methods: Sequence[str], *, forget: list[s
 
 def format_table(rows: list[dict]) -> str:
     cols = ["dataset", "method", "forget_acc_before", "forget_acc_after", "retain_acc_before",
-            "retain_acc_after", "mia_auc", "changed_fraction", "seconds"]
-    short = {"forget_acc_before": "forget_b", "forget_acc_after": "forget_a", "retain_acc_before": "retain_b",
+            "retain_acc_after", "mia_auc", "mia_ci", "changed_fraction", "seconds"]
+    rows = [{**r, "mia_ci": None if r.get("mia_auc_ci_low") is None else
+             f"{r['mia_auc_ci_low']:.2f}-{r['mia_auc_ci_high']:.2f}"} for r in rows]
+    short = {"mia_ci": "mia_95%ci", "forget_acc_before": "forget_b", "forget_acc_after": "forget_a", "retain_acc_before": "retain_b",
              "retain_acc_after": "retain_a", "mia_auc": "mia_auc", "changed_fraction": "changed",
              "seconds": "sec", "dataset": "dataset", "method": "method"}
 

@@ -34,7 +34,7 @@ def _settings(items: list[str] | None) -> dict:
 def _headline(r: dict) -> dict:
     keys = ["run_id", "method", "dataset", "model", "forget", "forget_acc_before", "forget_acc_after",
             "retain_acc_before", "retain_acc_after", "holdout_acc_before", "holdout_acc_after", "mia_auc",
-            "mia_auc_before", "mia_auc_mink", "mia_resistance", "forgetting_rate", "knowledge_preservation",
+            "mia_auc_ci_low", "mia_auc_ci_high", "mia_auc_before", "mia_auc_mink", "mia_resistance", "forgetting_rate", "knowledge_preservation",
             "retain_change_points", "changed_fraction", "changed_weights", "total_weights", "ppl_before",
             "ppl_after", "seconds", "unlearn_seconds", "steps"]
     out = {k: r.get(k) for k in keys if k in r}

@@ -159,6 +159,8 @@ def summarise(before: dict, after: dict, split: Split, eval_ids: set[str]) -> di
     out["knowledge_preservation"] = out["retain_acc_after"]
     out["retain_change_points"] = 100 * (out["retain_acc_after"] - out["retain_acc_before"])
     out["mia_resistance"] = M.mia_resistance(out["mia_auc"])
+    out["mia_auc_ci_low"], out["mia_auc_ci_high"] = M.mia_auc_loss_ci(
+        [r["loss"] for r in after["forget"]], [r["loss"] for r in after["holdout"] if r["item_id"] in eval_ids])
     return out
 
 

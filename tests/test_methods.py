@@ -232,3 +232,15 @@ def test_mcq_stop_rule_keeps_going_while_items_are_answered(toy):
     info = r["info"]
     reached = info["stop_forget_mcq_acc"] <= info["stop_calib_mcq_acc"] and info["calibration_auc"] <= 0.5
     assert info["stopped"] == ("reached_target" if reached else "max_steps"), info
+
+
+def test_auc_bootstrap_interval():
+    from hdsu_core.metrics import auc_bootstrap_ci
+    g = torch.Generator().manual_seed(1)
+    same_a, same_b = torch.randn(20, generator=g).tolist(), torch.randn(50, generator=g).tolist()
+    lo, hi = auc_bootstrap_ci(same_a, same_b)
+    assert lo < auc(same_a, same_b) < hi and lo < 0.5 < hi and hi - lo > 0.1   # small samples: wide
+    lo, hi = auc_bootstrap_ci([x + 5 for x in same_a], same_b)                   # separated groups
+    assert lo > 0.95
+    assert auc_bootstrap_ci(same_a, same_b) == auc_bootstrap_ci(same_a, same_b)   # seeded
+    assert all(math.isnan(v) for v in auc_bootstrap_ci([], [1.0]))
