@@ -399,6 +399,8 @@ def metric_cards(m: Mapping[str, float]) -> list[dict]:
     if rc is None and ra is not None and rb is not None:
         rc = 100 * (ra - rb)
     mia, mia_b = g("mia_auc"), g("mia_auc_before")
+    ci_lo, ci_hi = g("mia_auc_ci_low"), g("mia_auc_ci_high")
+    ci = "" if ci_lo is None or ci_hi is None else f" 95 % interval after: {ci_lo:.2f}–{ci_hi:.2f}."
     cards = [
         {"label": "Forgetting rate (FR)", "value": fmt_pct(fr),
          "delta": None if fa is None or fb is None else f"forget acc {fmt_pct(fb)} → {fmt_pct(fa)}",
@@ -411,7 +413,7 @@ def metric_cards(m: Mapping[str, float]) -> list[dict]:
          "help": "Change of retain accuracy in percentage points (0 is ideal)"},
         {"label": "MIA AUC", "value": "–" if mia is None else f"{mia:.3f}",
          "delta": None if mia is None or mia_b is None else f"{mia - mia_b:+.3f}", "delta_color": "off",
-         "help": "Membership-inference AUC on forget vs holdout losses (0.5 = indistinguishable)"},
+         "help": "Membership-inference AUC on forget vs holdout losses (0.5 = indistinguishable)." + ci},
         {"label": "Weights changed", "value": fmt_pct(g("changed_fraction")), "delta": None,
          "delta_color": "off", "help": "Fraction of parameters that changed"},
         {"label": "Time", "value": fmt_seconds(g("seconds")), "delta": None, "delta_color": "off",

@@ -171,6 +171,9 @@ def test_metric_cards_and_headline():
     assert cards["Time"]["value"] == "1 min 15 s"
     hl = D.headline(m)
     assert hl["forget acc"] == "100.0% → 20.0%" and hl["MIA AUC"] == "0.500"
+    assert "interval" not in cards["MIA AUC"]["help"]
+    cards = {c["label"]: c for c in D.metric_cards({**m, "mia_auc_ci_low": 0.381, "mia_auc_ci_high": 0.622})}
+    assert "95 % interval after: 0.38–0.62" in cards["MIA AUC"]["help"]
 
 
 def test_save_hierarchy_optimistic_concurrency(store):

@@ -146,6 +146,7 @@ METRICS = {
     "forget_acc_before": 0.875, "forget_acc_after": 0.1875, "retain_acc_before": 0.84,
     "retain_acc_after": 0.82, "holdout_acc_before": 0.4, "holdout_acc_after": 0.4,
     "holdout_forget_acc_after": 0.25, "mia_auc_before": 0.97, "mia_auc": 0.512, "mia_auc_mink": 0.488,
+    "mia_auc_ci_low": 0.41, "mia_auc_ci_high": 0.62,
     "mia_auc_mink_before": 0.9, "mia_resistance": 0.976, "forgetting_rate": 0.8125,
     "knowledge_preservation": 0.82, "retain_change_points": -2.0 + 0.0, "changed_fraction": 0.000421,
     "changed_weights": 4210.0, "total_weights": 10_000_000.0, "ppl_before": 12.5, "ppl_after": 12.9,
@@ -223,6 +224,8 @@ def test_context_contents(store, hierarchy):
     v = {c["name"]: c["status"] for c in ctx["verdict"]["checks"]}
     assert v == {"Forgetting": "pass", "Retained knowledge": "pass", "Membership privacy": "pass",
                  "Minimal edit": "pass"}
+    privacy = next(c for c in ctx["verdict"]["checks"] if c["name"] == "Membership privacy")
+    assert privacy["value"] == "0.512 (95 % interval 0.41–0.62)"
 
 
 def test_html_report(store, hierarchy):
