@@ -244,3 +244,14 @@ def test_auc_bootstrap_interval():
     assert lo > 0.95
     assert auc_bootstrap_ci(same_a, same_b) == auc_bootstrap_ci(same_a, same_b)   # seeded
     assert all(math.isnan(v) for v in auc_bootstrap_ci([], [1.0]))
+
+
+def test_at_risk_retain_items_join_the_hold_batch(toy):
+    """Opt-in hold_at_risk: retain items whose answer loss rose under the push are held in every
+    batch (reported as at_risk_held_max, bounded by the setting); off by default."""
+    off = run_unlearning(RunConfig(**{**toy["cfg"].to_dict(), "settings": {"max_steps": 15}}))
+    assert off["info"]["at_risk_held_max"] == 0
+    on = run_unlearning(RunConfig(**{**toy["cfg"].to_dict(), "settings": {
+        "max_steps": 15, "hold_at_risk": 8, "at_risk_margin": 0.0}}))
+    assert 0 < on["info"]["at_risk_held_max"] <= 8
+    assert on["changed_weights"] <= on["info"]["mask_size"]

@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from hdsu_core.methods.base import STOP_MCQ_DEFAULT, Cancelled, StopRule, register  # noqa: F401
+from hdsu_core.methods.base import STOP_MCQ_DEFAULT, Cancelled, StopRule, item_answer_losses, register  # noqa: F401
 from hdsu_core.models import Encoded, answer_nll, collate, token_logprobs
 from hdsu_core.tagging import TermIndex
 
@@ -208,6 +208,9 @@ class HDSU:
         "mask_params": "",         # regex restricting which weight tensors may be masked ("" = all)
         "mask_allocation": "per_item",  # "per_item": each forget item first gets its own k/n weights; "global": pooled top-k
         "retain_batch": 128,
+        "hold_at_risk": 0,         # opt-in: this many retain items whose loss rose most join every hold batch
+        "at_risk_margin": 0.1,     # ... when their answer loss rose more than this (nats) above the original
+        "at_risk_pool": 2000,      # retain items watched for that (seeded sample when more)
         "max_steps": 300, "check_every": 5, "time_budget_s": 900.0,  # budget: safety net only
         "stop_auc": 0.5,           # stop when forget-vs-calibration MIA AUC reaches this ...
         "stop_mcq": STOP_MCQ_DEFAULT,  # ... and forget MCQ accuracy is no better than the non-members'
@@ -289,6 +292,33 @@ class HDSU:
                 done &= ~torch.tensor(stop.last_forget_correct)
             focus.copy_(torch.where(done, torch.full_like(f, s["forgotten_weight"]), torch.ones_like(f)))
 
+        # At-risk retain items: at every check, the retain items (a fixed seeded sample of at most
+        # ``at_risk_pool``) whose answer loss rose more than ``at_risk_margin`` nats above the
+        # original model's are put into every hold batch (at most ``hold_at_risk`` of them, the
+        # largest rises first); the rest of the batch is sampled as before. The push damages a few
+        # retained items that share a question template with forget items (on the demo KB: the
+        # "which investigation best supports ..." items when anxiety is forgotten); a random batch
+        # of 128 of ~330 sees each of them only every few steps.
+        pool = (ctx.rng.sample(ctx.retain_enc, min(s["at_risk_pool"], len(ctx.retain_enc)))
+                if s["hold_at_risk"] > 0 else [])
+        pool_ref = torch.tensor(item_answer_losses(ctx.ref_model, ctx.tok, pool)) if pool else None
+        at_risk: list = []
+        at_risk_seen = [0]   # the most at-risk items held at once (reported)
+
+        def refresh_at_risk() -> None:
+            if not pool:
+                return
+            rise = torch.tensor(item_answer_losses(model, ctx.tok, pool)) - pool_ref
+            order = torch.argsort(rise, descending=True)[:s["hold_at_risk"]]
+            at_risk[:] = [pool[int(i)] for i in order if float(rise[i]) > s["at_risk_margin"]]
+            at_risk_seen[0] = max(at_risk_seen[0], len(at_risk))
+
+        def hold_batch() -> list:
+            if not at_risk:
+                return ctx.retain_batch(s["retain_batch"])
+            rest = ctx.retain_batch(max(0, s["retain_batch"] - len(at_risk)))
+            return at_risk + rest
+
         def forget_rows() -> torch.Tensor:
             if n_forget <= s["forget_batch"]:
                 return torch.arange(n_forget)
@@ -316,7 +346,7 @@ class HDSU:
                     logq = torch.log_softmax(ctx.ref_model(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1)
                 kl = (logq.exp() * (logq - logp)).sum(-1)
                 hold = hold + s["kl_weight"] * (kl * w_hold).sum() / w_hold.sum().clamp_min(1.0)
-            rb = ctx.retain_batch(s["retain_batch"])
+            rb = hold_batch()
             if rb:
                 r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id)
                 hold = hold + answer_nll(model, r_ids, r_att, r_labels).mean()
@@ -335,6 +365,7 @@ class HDSU:
             while not stop.done(step):
                 if step % s["check_every"] == 0:
                     refresh_focus()
+                    refresh_at_risk()
                 g_f, g_r = step_grads()
                 if s["projection"]:
                     if torch.dot(g_f, g_r) < 0:
@@ -362,5 +393,5 @@ class HDSU:
         return {"steps": step, "stopped": stop.reason, "forget_loss": stop.last_forget_loss,
                 "target_loss": ctx.target_loss, "calibration_auc": stop.last_auc,
                 "stop_forget_mcq_acc": stop.last_forget_acc, "stop_calib_mcq_acc": stop.last_calib_acc, "mask_size": k, "mask_fraction": k / total,
-                "mask_by_param": mask_by_param, "conflicting_steps": conflicts, "token_roles": role_counts,
+                "mask_by_param": mask_by_param, "conflicting_steps": conflicts, "at_risk_held_max": at_risk_seen[0], "token_roles": role_counts,
                 "method_seconds": round(time.time() - t0, 2)}
