@@ -110,9 +110,7 @@ class StopRule:
                  stop_auc: float = 0.5, stop_mcq: bool = STOP_MCQ_DEFAULT):
         self.ctx, self.check_every, self.max_steps, self.budget = ctx, check_every, max_steps, time_budget_s
         self.stop_auc = stop_auc
-        # With stop_mcq the rule also asks that the forget items be answered no better than the
-        # calibration non-members (MCQ by option log-likelihood): a loss-level match alone can
-        # leave a few items whose correct option still ranks first.
+        # A loss-level match alone can leave a few items whose correct option still ranks first.
         self.stop_mcq = stop_mcq
         self.last_forget_correct: list[bool] | None = None
         self.last_forget_acc: float | None = None
