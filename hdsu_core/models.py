@@ -123,18 +123,29 @@ def token_logprobs(model, ids, att) -> torch.Tensor:
 _PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 
 
+def answer_logits(model, ids, att, mask: torch.Tensor) -> torch.Tensor:
+    """Next-token logits (float) at the positions where ``mask`` (B, T-1) is set, shape (N, V).
+    On plain-head models the output layer runs only there: over a 4,000-32,000-token vocabulary it
+    is most of the cost of a small model's forward and backward pass, and answers are a few tokens
+    of each item. Other models compute all logits and select."""
+    if _answer_logprobs_fast_ok(model):
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1]
+        return model.get_output_embeddings()(hidden[mask]).float()
+    return model(input_ids=ids, attention_mask=att).logits[:, :-1][mask].float()
+
+
+def _answer_logprobs_fast_ok(model) -> bool:
+    return (getattr(model.config, "model_type", None) in _PLAIN_HEAD_TYPES and hasattr(model, "get_decoder")
+            and model.get_output_embeddings() is not None)
+
+
 def _answer_logprobs_fast(model, ids, att, mask: torch.Tensor) -> torch.Tensor | None:
     """log p of the answer tokens, shape (B, T-1) with zeros outside ``mask``, computing the output
-    layer and softmax only where ``mask`` is set. The output layer over a 4,000-32,000-token
-    vocabulary is most of the cost of a small model's forward and backward pass; answers are a
-    few tokens of each item. None when the model is not of a known plain-head type."""
-    if getattr(model.config, "model_type", None) not in _PLAIN_HEAD_TYPES or not hasattr(model, "get_decoder"):
+    layer and softmax only where ``mask`` is set; None when the model is not of a known plain-head
+    type (see ``answer_logits``)."""
+    if not _answer_logprobs_fast_ok(model):
         return None
-    head = model.get_output_embeddings()
-    if head is None:
-        return None
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1]
-    logits = head(hidden[mask]).float()
+    logits = answer_logits(model, ids, att, mask)
     picked = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:][mask].unsqueeze(-1)).squeeze(-1)
     out = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device)
     return out.masked_scatter(mask, picked)

@@ -255,3 +255,21 @@ def test_at_risk_retain_items_join_the_hold_batch(toy):
         "max_steps": 15, "hold_at_risk": 8, "at_risk_margin": 0.0}}))
     assert 0 < on["info"]["at_risk_held_max"] <= 8
     assert on["changed_weights"] <= on["info"]["mask_size"]
+
+
+def test_retain_hold_with_kl(toy):
+    """The retain hold with KL: equal to the plain answer NLL when the model is its own reference
+    (KL 0) or the KL weight is 0; strictly larger once the model has moved away from the reference."""
+    from hdsu_core.methods.hdsu import retain_hold_with_kl
+    from hdsu_core.models import answer_nll, clone_model, collate
+    b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
+    model, tok = b.model, b.tokenizer
+    ids, att, labels = collate([encode_qa(tok, it.question, it.answer_text) for it in toy["items"][:16]], tok.pad_token_id)
+    ref = clone_model(model)
+    nll = answer_nll(model, ids, att, labels).mean()
+    assert torch.allclose(retain_hold_with_kl(model, ref, ids, att, labels, 1.0), nll, atol=1e-5)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.add_(0.05 * torch.randn_like(model.get_output_embeddings().weight))
+    moved_nll = answer_nll(model, ids, att, labels).mean()
+    assert torch.allclose(retain_hold_with_kl(model, ref, ids, att, labels, 0.0), moved_nll, atol=1e-5)
+    assert retain_hold_with_kl(model, ref, ids, att, labels, 1.0) > moved_nll + 1e-4

@@ -31,7 +31,7 @@ import time
 import torch
 
 from hdsu_core.methods.base import STOP_MCQ_DEFAULT, Cancelled, StopRule, item_answer_losses, register  # noqa: F401
-from hdsu_core.models import Encoded, answer_nll, collate, token_logprobs
+from hdsu_core.models import Encoded, answer_logits, answer_nll, collate, token_logprobs
 from hdsu_core.tagging import TermIndex
 
 ROLE_PUSH = {"answer": 1.0, "target": None, "answer_shared": None, "preserve": 0.0, "template": 0.0}
@@ -103,6 +103,21 @@ def token_npo_loss(model, ref_model, ids, att, weights: torch.Tensor, beta: floa
         lp_ref = token_logprobs(ref_model, ids, att)
     w = weights[:, 1:]
     return (2.0 / beta) * (torch.nn.functional.softplus(beta * (lp - lp_ref)) * w).sum() / w.sum().clamp_min(1e-6)
+
+
+def retain_hold_with_kl(model, ref_model, ids, att, labels, kl_weight: float) -> torch.Tensor:
+    """Mean per-item answer NLL of retain items plus ``kl_weight`` x the mean KL(p_ref || p_theta)
+    of the next-token distribution at their answer positions. The NLL only holds the correct
+    token; the KL also holds what the original model did *not* predict there, e.g. a forget
+    answer that is a distractor of a retained question must not become more likely for it."""
+    mask = labels[:, 1:] != -100
+    logp = torch.log_softmax(answer_logits(model, ids, att, mask), -1)
+    with torch.no_grad():
+        logq = torch.log_softmax(answer_logits(ref_model, ids, att, mask), -1)
+    tok_nll = -logp.gather(-1, ids[:, 1:][mask].unsqueeze(-1)).squeeze(-1)
+    per_item = torch.zeros(mask.shape, dtype=tok_nll.dtype).masked_scatter(mask, tok_nll).sum(1) / mask.sum(1).clamp_min(1)
+    kl = (logq.exp() * (logq - logp)).sum(-1).mean()
+    return per_item.mean() + kl_weight * kl
 
 
 def kl_to_ref(model, ref_model, ids, att, weights: torch.Tensor) -> torch.Tensor:
@@ -208,6 +223,7 @@ class HDSU:
         "mask_params": "",         # regex restricting which weight tensors may be masked ("" = all)
         "mask_allocation": "per_item",  # "per_item": each forget item first gets its own k/n weights; "global": pooled top-k
         "retain_batch": 128,
+        "retain_kl_weight": 0.0,   # KL to the original model at retain answer positions, added to the retain NLL
         "hold_at_risk": 0,         # opt-in: this many retain items whose loss rose most join every hold batch
         "at_risk_margin": 0.1,     # ... when their answer loss rose more than this (nats) above the original
         "at_risk_pool": 2000,      # retain items watched for that (seeded sample when more)
@@ -349,7 +365,10 @@ class HDSU:
             rb = hold_batch()
             if rb:
                 r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id)
-                hold = hold + answer_nll(model, r_ids, r_att, r_labels).mean()
+                if s["retain_kl_weight"] > 0:
+                    hold = hold + retain_hold_with_kl(model, ctx.ref_model, r_ids, r_att, r_labels, s["retain_kl_weight"])
+                else:
+                    hold = hold + answer_nll(model, r_ids, r_att, r_labels).mean()
             g_f = flat(torch.autograd.grad(push, masked_params, retain_graph=True, allow_unused=True))
             if hold.requires_grad:
                 g_r = flat(torch.autograd.grad(hold, masked_params, allow_unused=True))
