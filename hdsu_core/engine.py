@@ -139,9 +139,11 @@ def summarise(before: dict, after: dict, split: Split, eval_ids: set[str]) -> di
     def acc(res, part):
         return M.accuracy(r["correct"] for r in res[part])
 
+    def scores(res, kind):  # (forget items, evaluation non-members)
+        return [r[kind] for r in res["forget"]], [r[kind] for r in res["holdout"] if r["item_id"] in eval_ids]
+
     def auc(res, kind):
-        mem = [r[kind] for r in res["forget"]]
-        non = [r[kind] for r in res["holdout"] if r["item_id"] in eval_ids]
+        mem, non = scores(res, kind)
         return M.mia_auc_loss(mem, non) if kind == "loss" else M.mia_auc_mink(mem, non)
 
     hf_ids = {it.id for it in split.holdout_forget}
@@ -159,8 +161,7 @@ def summarise(before: dict, after: dict, split: Split, eval_ids: set[str]) -> di
     out["knowledge_preservation"] = out["retain_acc_after"]
     out["retain_change_points"] = 100 * (out["retain_acc_after"] - out["retain_acc_before"])
     out["mia_resistance"] = M.mia_resistance(out["mia_auc"])
-    out["mia_auc_ci_low"], out["mia_auc_ci_high"] = M.mia_auc_loss_ci(
-        [r["loss"] for r in after["forget"]], [r["loss"] for r in after["holdout"] if r["item_id"] in eval_ids])
+    out["mia_auc_ci_low"], out["mia_auc_ci_high"] = M.mia_auc_loss_ci(*scores(after, "loss"))
     return out
 
 

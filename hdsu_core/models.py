@@ -128,39 +128,34 @@ def answer_logits(model, ids, att, mask: torch.Tensor) -> torch.Tensor:
     On plain-head models the output layer runs only there: over a 4,000-32,000-token vocabulary it
     is most of the cost of a small model's forward and backward pass, and answers are a few tokens
     of each item. Other models compute all logits and select."""
-    if _answer_logprobs_fast_ok(model):
+    if has_plain_head(model):
         hidden = model.get_decoder()(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1]
         return model.get_output_embeddings()(hidden[mask]).float()
     return model(input_ids=ids, attention_mask=att).logits[:, :-1][mask].float()
 
 
-def _answer_logprobs_fast_ok(model) -> bool:
+def has_plain_head(model) -> bool:
     return (getattr(model.config, "model_type", None) in _PLAIN_HEAD_TYPES and hasattr(model, "get_decoder")
             and model.get_output_embeddings() is not None)
 
 
-def _answer_logprobs_fast(model, ids, att, mask: torch.Tensor) -> torch.Tensor | None:
-    """log p of the answer tokens, shape (B, T-1) with zeros outside ``mask``, computing the output
-    layer and softmax only where ``mask`` is set; None when the model is not of a known plain-head
-    type (see ``answer_logits``)."""
-    if not _answer_logprobs_fast_ok(model):
-        return None
-    logits = answer_logits(model, ids, att, mask)
-    picked = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:][mask].unsqueeze(-1)).squeeze(-1)
-    out = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device)
-    return out.masked_scatter(mask, picked)
+def answer_nll_from_logp(logp: torch.Tensor, ids, mask: torch.Tensor,
+                         token_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-item mean NLL, shape (B,), from log-softmax ``logp`` (N, V) at the ``mask`` positions
+    (as returned by ``answer_logits``)."""
+    picked = logp.gather(-1, ids[:, 1:][mask].unsqueeze(-1)).squeeze(-1)
+    lp = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device).masked_scatter(mask, picked)
+    w = mask.float()
+    if token_weights is not None:
+        w = w * token_weights[:, 1:]
+    return -(lp * w).sum(1) / w.sum(1).clamp_min(1e-6)
 
 
 def answer_nll(model, ids, att, labels, token_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-item mean NLL over answer tokens (optionally weighted), shape (B,)."""
     answer = labels[:, 1:] != -100
-    lp = _answer_logprobs_fast(model, ids, att, answer)
-    if lp is None:
-        lp = token_logprobs(model, ids, att)
-    mask = answer.float()
-    if token_weights is not None:
-        mask = mask * token_weights[:, 1:]
-    return -(lp * mask).sum(1) / mask.sum(1).clamp_min(1e-6)
+    logp = torch.log_softmax(answer_logits(model, ids, att, answer), -1)
+    return answer_nll_from_logp(logp, ids, answer, token_weights)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import time
 import torch
 
 from hdsu_core.methods.base import STOP_MCQ_DEFAULT, Cancelled, StopRule, item_answer_losses, register  # noqa: F401
-from hdsu_core.models import Encoded, answer_logits, answer_nll, collate, token_logprobs
+from hdsu_core.models import Encoded, answer_logits, answer_nll, answer_nll_from_logp, collate, token_logprobs
 from hdsu_core.tagging import TermIndex
 
 ROLE_PUSH = {"answer": 1.0, "target": None, "answer_shared": None, "preserve": 0.0, "template": 0.0}
@@ -114,10 +114,8 @@ def retain_hold_with_kl(model, ref_model, ids, att, labels, kl_weight: float) ->
     logp = torch.log_softmax(answer_logits(model, ids, att, mask), -1)
     with torch.no_grad():
         logq = torch.log_softmax(answer_logits(ref_model, ids, att, mask), -1)
-    tok_nll = -logp.gather(-1, ids[:, 1:][mask].unsqueeze(-1)).squeeze(-1)
-    per_item = torch.zeros(mask.shape, dtype=tok_nll.dtype).masked_scatter(mask, tok_nll).sum(1) / mask.sum(1).clamp_min(1)
     kl = (logq.exp() * (logq - logp)).sum(-1).mean()
-    return per_item.mean() + kl_weight * kl
+    return answer_nll_from_logp(logp, ids, mask).mean() + kl_weight * kl
 
 
 def kl_to_ref(model, ref_model, ids, att, weights: torch.Tensor) -> torch.Tensor:
