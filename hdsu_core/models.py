@@ -158,6 +158,42 @@ def answer_nll(model, ids, att, labels, token_weights: torch.Tensor | None = Non
     return answer_nll_from_logp(logp, ids, answer, token_weights)
 
 
+def option_logprob_sums(model, tok, items, max_len: int = 256) -> list[torch.Tensor]:
+    """Differentiable MCQ scores: for each item a tensor (n_options,) of each option's summed
+    answer log-prob given the question, the quantity whose argmax the MCQ probe takes."""
+    encs = [encode_qa(tok, it.question, opt, max_len) for it in items for opt in it.options]
+    ids, att, labels = collate(encs, tok.pad_token_id)
+    mask = labels[:, 1:] != -100
+    logp = torch.log_softmax(answer_logits(model, ids, att, mask), -1)
+    sums = -answer_nll_from_logp(logp, ids, mask) * mask.sum(1)
+    out, at = [], 0
+    for it in items:
+        out.append(sums[at:at + len(it.options)])
+        at += len(it.options)
+    return out
+
+
+@torch.no_grad()
+def option_margins(model, tok, items, max_len: int = 256, batch_items: int = 64) -> list[float]:
+    """Per item: the correct option's summed log-prob minus the best distractor's (> 0: the MCQ
+    probe answers it correctly). Output layer at answer positions only, so cheaper than score_mcq."""
+    out: list[float] = []
+    for b in range(0, len(items), batch_items):
+        chunk = items[b:b + batch_items]
+        for sums, it in zip(option_logprob_sums(model, tok, chunk, max_len), chunk):
+            others = torch.cat([sums[:it.answer], sums[it.answer + 1:]])
+            out.append(float(sums[it.answer] - others.max()) if len(others) else float("inf"))
+    return out
+
+
+def option_cross_entropy(model, tok, items, max_len: int = 256) -> torch.Tensor:
+    """Per-item cross-entropy of the MCQ decision, shape (B,): -log softmax over the options of
+    their summed log-probs, at the correct option. The probes' MCQ rule made differentiable:
+    lowering it raises the correct option *and* lowers the distractors that beat it."""
+    return torch.stack([-torch.log_softmax(s, 0)[it.answer]
+                        for s, it in zip(option_logprob_sums(model, tok, items, max_len), items)])
+
+
 # ----------------------------------------------------------------------------------------------
 # Tokenizer and tiny Llama
 # ----------------------------------------------------------------------------------------------

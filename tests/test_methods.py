@@ -273,3 +273,45 @@ def test_retain_hold_with_kl(toy):
     moved_nll = answer_nll(model, ids, att, labels).mean()
     assert torch.allclose(retain_hold_with_kl(model, ref, ids, att, labels, 0.0), moved_nll, atol=1e-5)
     assert retain_hold_with_kl(model, ref, ids, att, labels, 1.0) > moved_nll + 1e-4
+
+
+def test_project_out_leaves_guarded_losses_unchanged_first_order():
+    """The retain repair's direction is orthogonal to every guard gradient (forget and calibration
+    answer loss), even when the guards are correlated; the rest of the direction is kept."""
+    from hdsu_core.methods.hdsu import project_out
+    g = torch.Generator().manual_seed(3)
+    for _ in range(50):
+        d, a = torch.randn(40, generator=g), torch.randn(40, generator=g)
+        b = 0.8 * a + 0.2 * torch.randn(40, generator=g)
+        p = project_out(d, [a, b])
+        assert abs(float(torch.dot(p, a))) < 1e-4 and abs(float(torch.dot(p, b))) < 1e-4
+        assert torch.allclose(project_out(p, [a, b]), p, atol=1e-5)   # idempotent
+    assert torch.equal(project_out(d, [torch.zeros(40)]), d)
+
+
+def test_option_margins_match_the_mcq_probe(toy):
+    """The differentiable option scores behind the repair agree with the MCQ probe: margin > 0
+    exactly where score_mcq counts the item correct; the option cross-entropy has a gradient."""
+    from hdsu_core.models import option_cross_entropy, option_margins
+    from hdsu_core.probes import score_mcq
+    b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
+    items = toy["items"][:40]
+    with torch.no_grad():
+        b.model.get_output_embeddings().weight.add_(0.3 * torch.randn_like(b.model.get_output_embeddings().weight))
+    margins = option_margins(b.model, b.tokenizer, items, batch_items=16)
+    probe = score_mcq(b.model, b.tokenizer, items)
+    assert [m > 0 for m in margins] == [r["correct"] for r in probe]
+    assert any(m <= 0 for m in margins) and any(m > 0 for m in margins)
+    ce = option_cross_entropy(b.model, b.tokenizer, items[:4]).mean()
+    ce.backward()
+    assert b.model.get_output_embeddings().weight.grad.abs().sum() > 0
+
+
+def test_retain_repair_restores_damaged_items_and_keeps_the_target(demo_result):
+    """Demo run: after the target is reached, retained items the push flipped are repaired (none
+    left among the watched items, or the last repair step was undone) and the stop condition still
+    holds at the final state (checked in test_mcq_stop_rule_reaches_non_member_accuracy)."""
+    info = demo_result["info"]
+    assert info["repair_damaged_after"] <= info["repair_damaged_before"]
+    assert info["repair_damaged_after"] == 0 or info["repair_reverted"] or info["repair_steps"] == 30
+    assert demo_result["retain_acc_after"] >= demo_result["retain_acc_before"] - 0.02, demo_result

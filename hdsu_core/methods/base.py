@@ -131,34 +131,37 @@ class StopRule:
         if time.time() - self.t0 > self.budget:
             self.reason = "time_budget"
             return True
-        if step % self.check_every == 0:
-            from hdsu_core.metrics import mia_auc_loss
-            f_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.forget_enc)
-            self.last_forget_loss = sum(f_losses) / max(len(f_losses), 1)
-            self.last_forget_losses = f_losses
-            if self.ctx.calib_enc:
-                c_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.calib_enc)
-                self.last_calib_losses = c_losses
-                self.last_auc = mia_auc_loss(f_losses, c_losses)
-            mcq_ok = True
-            if self.stop_mcq and self.ctx.calibration:
-                from hdsu_core.probes import score_mcq
-                fc = [r["correct"] for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.forget, max_len=self.ctx.max_len)]
-                cc = [r["correct"] for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.calibration, max_len=self.ctx.max_len)]
-                self.last_forget_correct = fc
-                self.last_forget_acc = sum(fc) / max(len(fc), 1)
-                self.last_calib_acc = sum(cc) / max(len(cc), 1)
-                mcq_ok = self.last_forget_acc <= self.last_calib_acc
-            mcq_msg = "" if self.last_forget_acc is None else \
-                f" forget MCQ acc {self.last_forget_acc:.3f} (non-members {self.last_calib_acc:.3f})"
-            self.ctx.progress("unlearn", min(1.0, step / self.max_steps),
-                              f"step {step} forget loss {self.last_forget_loss:.3f} "
-                              f"calibration MIA AUC {self.last_auc if self.last_auc is None else round(self.last_auc, 3)}"
-                              + mcq_msg)
-            if self.last_auc is not None and self.last_auc <= self.stop_auc and mcq_ok:
-                self.reason = "reached_target"
-                return True
+        if step % self.check_every == 0 and self.check(step):
+            self.reason = "reached_target"
+            return True
         return False
+
+    def check(self, step: int) -> bool:
+        """Measure the forget and calibration items now; True when the target is reached."""
+        from hdsu_core.metrics import mia_auc_loss
+        f_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.forget_enc)
+        self.last_forget_loss = sum(f_losses) / max(len(f_losses), 1)
+        self.last_forget_losses = f_losses
+        if self.ctx.calib_enc:
+            c_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.calib_enc)
+            self.last_calib_losses = c_losses
+            self.last_auc = mia_auc_loss(f_losses, c_losses)
+        mcq_ok = True
+        if self.stop_mcq and self.ctx.calibration:
+            from hdsu_core.probes import score_mcq
+            fc = [r["correct"] for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.forget, max_len=self.ctx.max_len)]
+            cc = [r["correct"] for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.calibration, max_len=self.ctx.max_len)]
+            self.last_forget_correct = fc
+            self.last_forget_acc = sum(fc) / max(len(fc), 1)
+            self.last_calib_acc = sum(cc) / max(len(cc), 1)
+            mcq_ok = self.last_forget_acc <= self.last_calib_acc
+        mcq_msg = "" if self.last_forget_acc is None else \
+            f" forget MCQ acc {self.last_forget_acc:.3f} (non-members {self.last_calib_acc:.3f})"
+        self.ctx.progress("unlearn", min(1.0, step / self.max_steps),
+                          f"step {step} forget loss {self.last_forget_loss:.3f} "
+                          f"calibration MIA AUC {self.last_auc if self.last_auc is None else round(self.last_auc, 3)}"
+                          + mcq_msg)
+        return self.last_auc is not None and self.last_auc <= self.stop_auc and mcq_ok
 
 
 def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict) -> dict:
