@@ -436,14 +436,19 @@ class HDSU:
             if not damaged:
                 return info
             good = [p.detach().clone() for p in masked_params]
-            f_ids, f_att, f_labels = collate(ctx.forget_enc, ctx.tok.pad_token_id)
-            c_ids, c_att, c_labels = collate(ctx.calib_enc, ctx.tok.pad_token_id)
+            # Guard losses on at most 256 forget / calibration items (a seeded sample when more), so
+            # a repair step costs the same on 20 or 2,000 forget items.
+            def capped(encs: list) -> list:
+                return encs if len(encs) <= 256 else ctx.rng.sample(encs, 256)
+            f_ids, f_att, f_labels = collate(capped(ctx.forget_enc), ctx.tok.pad_token_id)
+            c_ids, c_att, c_labels = collate(capped(ctx.calib_enc), ctx.tok.pad_token_id)
             model.train()
             r = 0
             while r < s["repair_steps"]:
                 if ctx.should_cancel():
                     raise Cancelled()
-                fix = option_cross_entropy(model, ctx.tok, damaged, ctx.max_len).mean()
+                fixing = damaged if len(damaged) <= 64 else ctx.rng.sample(damaged, 64)
+                fix = option_cross_entropy(model, ctx.tok, fixing, ctx.max_len).mean()
                 rb = ctx.retain_batch(s["retain_batch"])
                 if rb:
                     r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id)
@@ -482,7 +487,7 @@ class HDSU:
         stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s["stop_auc"], s["stop_mcq"])
         step, conflicts = 0, 0
         cur_norm, last_side = [s["step_norm"]], [None]
-        repair = {}
+        repair = {"repair_steps": 0}
         model.train()
         try:
             while not stop.done(step):
