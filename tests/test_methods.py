@@ -232,6 +232,9 @@ def test_mcq_stop_rule_keeps_going_while_items_are_answered(toy):
     info = r["info"]
     reached = info["stop_forget_mcq_acc"] <= info["stop_calib_mcq_acc"] and info["calibration_auc"] <= 0.5
     assert info["stopped"] == ("reached_target" if reached else "max_steps"), info
+    # A run that ends on its step budget still gets the retain repair, on the same mask.
+    assert "repair_damaged_before" in info and info["repair_damaged_after"] <= info["repair_damaged_before"]
+    assert r["changed_weights"] <= info["mask_size"]
 
 
 def test_auc_bootstrap_interval():

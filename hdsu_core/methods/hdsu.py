@@ -435,6 +435,19 @@ class HDSU:
                     "repair_steps": 0, "repair_reverted": False}
             if not damaged:
                 return info
+            # A repair state is kept only if the forget side is no worse than the stop rule asks or
+            # than it was when the repair began (a run that ended on its step budget short of the
+            # target still gets its retained items back, without moving further from the target).
+            if stop.reason != "reached_target":
+                stop.check(step)
+            auc0, facc0 = stop.last_auc, stop.last_forget_acc
+
+            def forget_side_ok() -> bool:
+                reached = stop.check(step + r)
+                auc_ok = stop.last_auc is not None and stop.last_auc <= max(s["stop_auc"], auc0)
+                mcq_ok = facc0 is None or stop.last_forget_acc <= max(stop.last_calib_acc, facc0)
+                return reached or (auc_ok and mcq_ok)
+
             good = [p.detach().clone() for p in masked_params]
             # Guard losses on at most 256 forget / calibration items (a seeded sample when more), so
             # a repair step costs the same on 20 or 2,000 forget items.
@@ -465,7 +478,7 @@ class HDSU:
                 apply(g, s["repair_step_norm"])
                 r += 1
                 model.eval()
-                if not stop.check(step + r):
+                if not forget_side_ok():
                     break
                 good = [p.detach().clone() for p in masked_params]
                 info["repair_steps"] = r
@@ -515,7 +528,7 @@ class HDSU:
                     break
                 apply(g, cur_norm[0])
                 step += 1
-            if s["repair_steps"] > 0 and stop.reason == "reached_target" and ctx.retain:
+            if s["repair_steps"] > 0 and stop.reason in ("reached_target", "max_steps") and ctx.retain and ctx.calib_enc:
                 repair = repair_retain(step)
         finally:
             for _, p in params:
