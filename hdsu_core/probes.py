@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from hdsu_core.datasets import QAItem
-from hdsu_core.models import PROMPT, collate, encode_qa, token_logprobs
+from hdsu_core.models import PROMPT, answer_logits, collate, encode_qa, token_logprobs
 
 MINK_FRACTION = 0.2  # Min-K% Prob (Shi et al. 2024): mean of the lowest 20 % token log-probs
 
@@ -32,13 +32,17 @@ def score_mcq(model, tok, items: Sequence[QAItem], *, max_len: int = 256, batch_
     for s in range(0, len(order), batch_size):
         chunk = [seqs[k] for k in order[s:s + batch_size]]
         ids, att, labels = collate([c[2] for c in chunk], tok.pad_token_id)
-        lp = token_logprobs(model, ids, att)
         amask = (labels[:, 1:] != -100)
+        # Output layer only at the answer positions (the only log-probs used): on a small model
+        # the vocabulary projection at every position is most of the cost of this probe.
+        logp = torch.log_softmax(answer_logits(model, ids, att, amask), -1)
+        picked = logp.gather(-1, ids[:, 1:][amask].unsqueeze(-1)).squeeze(-1)
+        per_row = torch.split(picked, amask.sum(1).tolist())
         for r, (i, j, enc) in enumerate(chunk):
-            opt_lp[i][j] = float(lp[r][amask[r]].sum())
-            opt_ntok[i][j] = int(amask[r].sum())
+            opt_lp[i][j] = float(per_row[r].sum())
+            opt_ntok[i][j] = len(per_row[r])
             if j == items[i].answer:
-                full_lp[i] = lp[r][amask[r]].tolist()
+                full_lp[i] = per_row[r].tolist()
     out = []
     for i, it in enumerate(items):
         lps = opt_lp[i]
