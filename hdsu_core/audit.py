@@ -562,6 +562,44 @@ def _charts(ctx: dict, after: list[dict]) -> dict[str, str | None]:
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
+STOP_REASONS = {
+    "reached_target": "reached the target: the forget questions looked like never-seen ones "
+                      "(loss-attack AUC against held-back non-members at chance or below, and MCQ "
+                      "accuracy no better than theirs)",
+    "max_steps": "used its whole step budget without reaching the target; the results show how far it got",
+    "time_budget": "hit its time budget without reaching the target; the results show how far it got",
+    "zero_gradient": "stopped because the update direction vanished",
+}
+
+
+def _procedure(info: Mapping[str, Any]) -> list[dict]:
+    """How the unlearning run itself went, in words: why it stopped, how many update steps, how
+    many weights it was allowed to change, and what the retain repair restored."""
+    if not info:
+        return []
+    rows = []
+    reason = info.get("stopped")
+    if reason:
+        rows.append({"label": "Stopping", "value": f"The run {STOP_REASONS.get(reason, reason)}."})
+    if info.get("steps") is not None:
+        rows.append({"label": "Update steps", "value": str(info["steps"])})
+    if info.get("mask_size") is not None and info.get("mask_fraction") is not None:
+        rows.append({"label": "Weights allowed to change",
+                     "value": f"{int(info['mask_size']):,} ({_pct(_num(info['mask_fraction']), 3)} of all weights)"})
+    if info.get("repair_damaged_before") is not None:
+        lost, left = int(info["repair_damaged_before"]), int(info.get("repair_damaged_after") or 0)
+        if lost == 0:
+            text = "No retained question that the original model answered was lost by the forget updates."
+        else:
+            text = (f"{lost} retained question(s) that the original model answered were lost by the forget "
+                    f"updates; the retain repair restored {lost - left} of them in {int(info.get('repair_steps') or 0)} "
+                    f"step(s) on the same weights, re-checking the forgetting after every step.")
+            if info.get("repair_reverted"):
+                text += " Its last step was undone because it weakened the forgetting."
+        rows.append({"label": "Retain repair", "value": text})
+    return rows
+
+
 def report_context(store, run_id: str, hierarchy=None, *, now: _dt.datetime | None = None) -> dict:
     """Everything the report shows, as plain values (see module docstring). Unknown run ->
     ``ValueError("unknown run ...")``; an unfinished run gives a context with ``banner`` set."""
@@ -647,6 +685,7 @@ def report_context(store, run_id: str, hierarchy=None, *, now: _dt.datetime | No
         "accuracy": acc,
         "metrics": metrics_clean,
         "metrics_table": _metrics_table(metrics),
+        "procedure": _procedure(((run.get("summary") or {}).get("info")) or {}),
         "collateral": _concept_tables(h, before, after, targeted),
         "examples": _example_probes(h, before, after, questions),
         "generations": _generation_pairs(gens),

@@ -167,6 +167,9 @@ def _seed(store: Store, run_id: str = RUN, *, finish: bool = True) -> None:
     store.write_probe_results(run_id, "before", _probe_rows("before"))
     store.write_probe_results(run_id, "after", _probe_rows("after"))
     store.write_metrics(run_id, METRICS)
+    store.update_run(run_id, summary={"info": {"stopped": "reached_target", "steps": 12, "mask_size": 10000,
+                                               "mask_fraction": 0.001, "repair_damaged_before": 3,
+                                               "repair_damaged_after": 1, "repair_steps": 4, "repair_reverted": True}})
     store.write_generations(run_id, "before", [
         {"prompt_id": "forget:demo-gener-00", "prompt": "First-line drug for GAD?", "output": "An SSRI such as sertraline."},
         {"prompt_id": "retain:demo-appen-r00", "prompt": "Classic sign of appendicitis?", "output": "McBurney point <tenderness>."},
@@ -367,3 +370,24 @@ def test_cli_audit_report(store, tmp_path, capsys):
         a.fn(a)
     assert not (tmp_path / "x.html").exists()
     assert isinstance(a, argparse.Namespace)
+
+
+def test_report_says_how_the_run_went(store, hierarchy, tmp_path):
+    """Why the run stopped, its steps, the weight budget and what the retain repair restored are
+    in the report, in words; a run without recorded run info has no such section."""
+    ctx = audit.report_context(store, RUN, hierarchy, now=NOW)
+    text = {p["label"]: p["value"] for p in ctx["procedure"]}
+    assert text["Stopping"].startswith("The run reached the target")
+    assert text["Update steps"] == "12" and text["Weights allowed to change"] == "10,000 (0.100 % of all weights)"
+    assert "3 retained question(s)" in text["Retain repair"] and "restored 2 of them in 4 step(s)" in text["Retain repair"]
+    assert "undone" in text["Retain repair"]
+    html = audit.build_html(store, RUN, hierarchy, now=NOW, log=False)
+    assert "How the run went" in html and "restored 2 of them" in html
+    store.update_run(RUN, summary={"info": {"stopped": "max_steps", "steps": 300, "repair_damaged_before": 0}})
+    text = {p["label"]: p["value"] for p in audit.report_context(store, RUN, hierarchy, now=NOW)["procedure"]}
+    assert "whole step budget" in text["Stopping"] and text["Retain repair"].startswith("No retained question")
+    bare = Store(tmp_path / "bare.duckdb")
+    _seed(bare)
+    bare.update_run(RUN, summary={})
+    ctx = audit.report_context(bare, RUN, hierarchy, now=NOW)
+    assert ctx["procedure"] == [] and "How the run went" not in audit.render_html(ctx)
