@@ -572,7 +572,12 @@ STOP_REASONS = {
 }
 
 
-def _procedure(info: Mapping[str, Any]) -> list[dict]:
+def run_info(run: Mapping[str, Any] | None) -> dict:
+    """The method's own account of a run (stop reason, steps, mask, repair), stored in its summary."""
+    return dict(((run or {}).get("summary") or {}).get("info") or {})
+
+
+def procedure_rows(info: Mapping[str, Any]) -> list[dict]:
     """How the unlearning run itself went, in words: why it stopped, how many update steps, how
     many weights it was allowed to change, and what the retain repair restored."""
     if not info:
@@ -685,7 +690,7 @@ def report_context(store, run_id: str, hierarchy=None, *, now: _dt.datetime | No
         "accuracy": acc,
         "metrics": metrics_clean,
         "metrics_table": _metrics_table(metrics),
-        "procedure": _procedure(((run.get("summary") or {}).get("info")) or {}),
+        "procedure": procedure_rows(run_info(run)),
         "collateral": _concept_tables(h, before, after, targeted),
         "examples": _example_probes(h, before, after, questions),
         "generations": _generation_pairs(gens),

@@ -336,6 +336,13 @@ def fmt_pct(v: float | None) -> str:
     return "–" if v is None or _is_missing(v) else f"{100 * float(v):.1f}%"
 
 
+def run_procedure(run: Mapping[str, Any] | None) -> list[dict]:
+    """How a finished run went, in words (the same lines as the audit report): why it stopped,
+    its update steps, the weight budget and what the retain repair restored."""
+    from hdsu_core.audit import procedure_rows, run_info
+    return procedure_rows(run_info(run))
+
+
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     """History table for the Runs page (newest first)."""
     cols = ["run", "status", "method", "dataset", "forget", "author", "created", "elapsed", "phase",

@@ -75,6 +75,9 @@ else:
         run = store.get_run(pick)
         if run and run.get("error"):
             st.error(f"Failure reason: {run['error']}", icon="❌")
+        if run and run["status"] == "done":
+            for row in D.run_procedure(run):
+                st.markdown(f"**{row['label']}:** {row['value']}")
         c1, c2 = st.columns(2)
         if run and run["status"] == "done":
             if c1.button("Compare this run", icon="📊"):

@@ -79,6 +79,10 @@ def seed_run(store: Store, run_id: str = "r-seeded", forget=("anxiety",)) -> dic
                                                 "prompt": split.forget[0].question, "output": "the old answer"}])
     store.write_generations(run_id, "after", [{"prompt_id": f"forget:{split.forget[0].id}",
                                                "prompt": split.forget[0].question, "output": "something else"}])
+    store.update_run(run_id, summary={**metrics, "info": {"stopped": "reached_target", "steps": 75,
+                                                          "mask_size": 1193, "mask_fraction": 0.001,
+                                                          "repair_damaged_before": 8, "repair_damaged_after": 0,
+                                                          "repair_steps": 4, "repair_reverted": False}})
     store.set_status(run_id, "done")
     return metrics
 
@@ -237,6 +241,14 @@ def test_every_page_renders_with_a_finished_run(store):
     for page in PAGES:
         at = app(page)
         assert at.title
+
+
+def test_runs_page_says_how_a_finished_run_went(store):
+    """Inspecting a finished run shows why it stopped and what the retain repair restored."""
+    seed_run(store)
+    text = " ".join(m.value for m in app("runs").markdown)
+    assert "The run reached the target" in text and "Update steps:** 75" in text
+    assert "the retain repair restored 8 of them in 4 step(s)" in text
 
 
 def test_identity_is_shown_and_stored(home):
