@@ -72,19 +72,32 @@ def cmd_run(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from hdsu_core.bench import format_table, run_bench
+    from hdsu_core.bench import format_summary, format_table, run_bench, summarise_seeds
     from hdsu_core.methods import available
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in available()]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; available: {', '.join(available())}")
     forget = [f for f in (a.forget or "").split(",") if f.strip()] or None
-    rows = run_bench(a.dataset or ["demo"], methods, forget=forget, seed=a.seed, store=_store(a.db),
-                     progress=_progress(a.quiet), retrain=not a.no_retrain, limit=a.limit)
+    seeds = [a.seed]
+    if a.seeds:
+        try:
+            seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds takes comma-separated integers, not {a.seeds!r}") from None
+    store = _store(a.db)
+    rows = []
+    for seed in seeds:
+        rows += run_bench(a.dataset or ["demo"], methods, forget=forget, seed=seed, store=store,
+                          progress=_progress(a.quiet), retrain=not a.no_retrain, limit=a.limit)
+    summary = summarise_seeds(rows) if len(seeds) > 1 else []
     if a.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps(rows + summary, indent=2, default=str))
     else:
         print(format_table(rows))
+        if summary:
+            print("\nover seeds " + ",".join(map(str, seeds)) + " (targets: met/judged)")
+            print(format_summary(summary))
     return 0
 
 
@@ -137,6 +150,8 @@ def register(sub) -> None:
                    "anxiety,depression,trauma for mhqa, anxiety for demo)")
     x.add_argument("--db", help="DuckDB file for the results (default var/hdsu.duckdb or $HDSU_DB)")
     x.add_argument("--seed", type=int, default=0, help="seed of the split and the methods (default 0)")
+    x.add_argument("--seeds", help="several seeds, comma-separated (e.g. 0,1,2): every seed is a split and, on "
+                   "the demo, a demo model of its own; adds a table of targets met over the seeds")
     x.add_argument("--limit", type=int, help="use a deterministic sample of N items per dataset")
     x.add_argument("--no-retrain", action="store_true", help="skip the retrain reference")
     x.add_argument("--json", action="store_true", help="print the rows as a JSON list")

@@ -273,3 +273,31 @@ def test_invalid_hierarchy_for_split(tmp_path):
     f.write_text(json.dumps({"question": "Q?", "options": ["a", "b"], "answer": 0}) + "\n", encoding="utf-8")
     assert_clean_error(run("data", "split", "--hierarchy", bad, "--dataset", f"generic:{f}",
                            "--forget", "root"))
+
+
+def test_bench_summary_over_seeds_counts_targets():
+    """The multi-seed bench summary judges each run against the retrain reference of its own seed
+    and counts the targets met; a run without a reference leaves the forget target unjudged."""
+    from hdsu_core.bench import format_summary, summarise_seeds, target_checks
+    def row(seed, method, f, r, mia, changed, sec):
+        return {"dataset": "demo", "seed": seed, "method": method, "forget_acc_after": f,
+                "retain_acc_before": 1.0, "retain_acc_after": r, "mia_auc": mia,
+                "changed_fraction": changed, "seconds": sec}
+    rows = [row(0, "retrain", 0.00, 1.0, 0.52, 1.0, 3.0), row(1, "retrain", 0.08, 1.0, 0.48, 1.0, 3.0),
+            row(0, "hdsu", 0.05, 0.985, 0.417, 0.001, 13.0),    # forget +5 pts ok, retain -1.5 ok, mia no
+            row(1, "hdsu", 0.15, 0.97, 0.51, 0.001, 43.0),      # forget +7 pts no, retain -3 no, mia ok, slow
+            row(2, "hdsu", 0.00, 1.0, 0.50, 0.002, 10.0)]       # no reference for seed 2, mask too big
+    summary = {s["method"]: s for s in summarise_seeds(rows)}
+    h = summary["hdsu"]
+    assert h["runs"] == 3 and h["seeds"] == [0, 1, 2] and h["seed"] == "all"
+    assert h["targets"] == {"forget": "1/2", "retain": "2/3", "mia": "2/3", "changed": "2/3", "time": "2/3"}
+    assert abs(h["forget_acc_after"] - 0.2 / 3) < 1e-9
+    assert target_checks(rows[2], None)["forget"] is None
+    text = format_summary(list(summary.values()))
+    assert "hdsu" in text and "1/2" in text and "retrain" in text
+
+
+def test_bench_rejects_bad_seeds(capsys):
+    from hdsu_core.cli import main
+    assert main(["bench", "--seeds", "0,x", "--methods", "hdsu", "--quiet"]) != 0
+    assert "--seeds takes comma-separated integers" in capsys.readouterr().err
