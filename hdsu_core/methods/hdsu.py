@@ -14,9 +14,10 @@
      <d, g_r> >= 0, so the step theta -= eta d never raises the hold loss to first order;
    - bounded step: |eta d| = step_norm (normalised gradient step), halved (down to
      min_step_share x step_norm) each time the calibration AUC crosses stop_auc between checks;
-   - retain repair once the target is reached: retained items the original model answered and
-     the unlearned one no longer does are trained back on the mask, orthogonally to the forget
-     and calibration loss gradients, re-checking the target after every step.
+   - retain repair when the run ends (target reached or step budget used): retained items the
+     original model answered and the unlearned one no longer does are trained back on the mask,
+     orthogonally to the forget and calibration loss gradients, re-checking the forget side after
+     every step and undoing a step that weakens it.
 2. Concept-aware token-level intervention
    - every token of a forget item gets a role from the hierarchy: ``answer`` (forget answer),
      ``target`` (a term of a targeted concept), ``preserve`` (a term of a preservation-critical
@@ -407,7 +408,7 @@ class HDSU:
                     p[m] -= upd[off:off + c]
                     off += c
 
-        # ---- retain repair (after the target is reached) -----------------------------------------
+        # ---- retain repair (when the run ends: target reached or step budget used) ---------------
         # The push can flip a few retained MCQ items whose distractor is a forget answer (demo KB,
         # anxiety: "which investigation best supports ..." items now predicting an anxiety scale).
         # The hold loss only sees them in a random batch now and then and only holds the correct
@@ -416,8 +417,9 @@ class HDSU:
         # not, and descend their option cross-entropy (raise the correct option, lower the
         # distractor that beats it) plus the usual hold batch, with the component along the
         # gradients of the forget and calibration mean answer losses removed. After every step the
-        # harness stop rule is re-checked; the last state that meets it is kept, so the repair never
-        # undoes forgetting. At most ``repair_steps`` steps of norm ``repair_step_norm``.
+        # harness stop rule is re-checked (see forget_side_ok); the last state that passes is kept,
+        # so the repair never undoes forgetting. At most ``repair_steps`` steps of norm
+        # ``repair_step_norm``.
         def repair_retain(step: int) -> dict:
             rows = sorted(ctx.rng.sample(range(len(ctx.retain)), min(s["at_risk_pool"], len(ctx.retain))))
             pool = [ctx.retain[i] for i in rows]
