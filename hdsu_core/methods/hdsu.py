@@ -399,14 +399,20 @@ class HDSU:
                 g_r = torch.zeros_like(g_f)
             return g_f, g_r
 
-        def apply(g: torch.Tensor, norm_to: float) -> None:
-            upd = g * (norm_to / g.norm())
+        def apply(g: torch.Tensor, norm_to: float) -> bool:
+            """Step the masked weights by -g scaled to norm ``norm_to``; False (and no step) when
+            the direction vanished or is not finite."""
+            norm = g.norm()
+            if norm == 0 or not torch.isfinite(norm):
+                return False
+            upd = g * (norm_to / norm)
             with torch.no_grad():
                 off = 0
                 for _, p, m in masked:
                     c = int(m.sum())
                     p[m] -= upd[off:off + c]
                     off += c
+            return True
 
         # ---- retain repair (when the run ends: target reached or step budget used) ---------------
         # The push can flip a few retained MCQ items whose distractor is a forget answer (demo KB,
@@ -422,13 +428,13 @@ class HDSU:
         # ``repair_step_norm``.
         def repair_retain(step: int) -> dict:
             rows = sorted(ctx.rng.sample(range(len(ctx.retain)), min(s["at_risk_pool"], len(ctx.retain))))
-            pool = [ctx.retain[i] for i in rows]
-            before = option_margins(ctx.ref_model, ctx.tok, pool, ctx.max_len)
-            now = option_margins(model, ctx.tok, pool, ctx.max_len)
+            retained = [ctx.retain[i] for i in rows]
+            before = option_margins(ctx.ref_model, ctx.tok, retained, ctx.max_len)
+            now = option_margins(model, ctx.tok, retained, ctx.max_len)
             # Only items answered by the original model and now wrong or within
             # ``repair_watch_margin`` nats of flipping are re-scored after each (small) step.
-            watch = [it for it, b, m in zip(pool, before, now) if b > 0 and m < s["repair_watch_margin"]]
-            damaged = [it for it, b, m in zip(pool, before, now) if b > 0 and m <= 0]
+            watch = [it for it, b, m in zip(retained, before, now) if b > 0 and m < s["repair_watch_margin"]]
+            damaged = [it for it, b, m in zip(retained, before, now) if b > 0 and m <= 0]
 
             def damaged_now() -> list:
                 return [it for it, m in zip(watch, option_margins(model, ctx.tok, watch, ctx.max_len)) if m <= 0]
@@ -444,26 +450,25 @@ class HDSU:
                 stop.check(step)
             auc0, facc0 = stop.last_auc, stop.last_forget_acc
 
-            def forget_side_ok() -> bool:
-                reached = stop.check(step + r)
-                auc_ok = stop.last_auc is not None and stop.last_auc <= max(s["stop_auc"], auc0)
+            def forget_side_ok() -> bool:   # (reaching the target implies both conditions)
+                stop.check(step + r)
+                auc_ok = stop.last_auc <= max(s["stop_auc"], auc0)
                 mcq_ok = facc0 is None or stop.last_forget_acc <= max(stop.last_calib_acc, facc0)
-                return reached or (auc_ok and mcq_ok)
+                return auc_ok and mcq_ok
 
             good = [p.detach().clone() for p in masked_params]
             # Guard losses on at most 256 forget / calibration items (a seeded sample when more), so
             # a repair step costs the same on 20 or 2,000 forget items.
-            def capped(encs: list) -> list:
-                return encs if len(encs) <= 256 else ctx.rng.sample(encs, 256)
-            f_ids, f_att, f_labels = collate(capped(ctx.forget_enc), ctx.tok.pad_token_id)
-            c_ids, c_att, c_labels = collate(capped(ctx.calib_enc), ctx.tok.pad_token_id)
+            def capped(items: list, n: int) -> list:
+                return items if len(items) <= n else ctx.rng.sample(items, n)
+            f_ids, f_att, f_labels = collate(capped(ctx.forget_enc, 256), ctx.tok.pad_token_id)
+            c_ids, c_att, c_labels = collate(capped(ctx.calib_enc, 256), ctx.tok.pad_token_id)
             model.train()
             r = 0
             while r < s["repair_steps"]:
                 if ctx.should_cancel():
                     raise Cancelled()
-                fixing = damaged if len(damaged) <= 64 else ctx.rng.sample(damaged, 64)
-                fix = option_cross_entropy(model, ctx.tok, fixing, ctx.max_len).mean()
+                fix = option_cross_entropy(model, ctx.tok, capped(damaged, 64), ctx.max_len).mean()
                 rb = ctx.retain_batch(s["retain_batch"])
                 if rb:
                     r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id)
@@ -474,10 +479,8 @@ class HDSU:
                 # must not get easier either (both would move the membership AUC).
                 guards = [flat(torch.autograd.grad(answer_nll(model, i, a, lab).mean(), masked_params, allow_unused=True))
                           for i, a, lab in ((f_ids, f_att, f_labels), (c_ids, c_att, c_labels))]
-                g = project_out(g, guards)
-                if g.norm() == 0 or not torch.isfinite(g.norm()):
+                if not apply(project_out(g, guards), s["repair_step_norm"]):
                     break
-                apply(g, s["repair_step_norm"])
                 r += 1
                 model.eval()
                 if not forget_side_ok():
@@ -501,7 +504,7 @@ class HDSU:
         # ---- constrained updates ---------------------------------------------------------------
         stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s["stop_auc"], s["stop_mcq"])
         step, conflicts = 0, 0
-        cur_norm, last_side = [s["step_norm"]], [None]
+        step_norm, last_side = s["step_norm"], None   # current step norm (damped), AUC side at the last check
         repair = {"repair_steps": 0}
         model.train()
         try:
@@ -514,9 +517,9 @@ class HDSU:
                     # swinging (seen: forget loss 8 <-> 14 nats every 15 steps for 300 steps).
                     if stop.last_auc is not None:
                         side = stop.last_auc > s["stop_auc"]
-                        if last_side[0] is not None and side != last_side[0]:
-                            cur_norm[0] = max(cur_norm[0] * s["step_decay"], s["step_norm"] * s["min_step_share"])
-                        last_side[0] = side
+                        if last_side is not None and side != last_side:
+                            step_norm = max(step_norm * s["step_decay"], s["step_norm"] * s["min_step_share"])
+                        last_side = side
                 g_f, g_r = step_grads()
                 if s["projection"]:
                     if torch.dot(g_f, g_r) < 0:
@@ -524,11 +527,9 @@ class HDSU:
                     g = project_conflicting(g_f, g_r) + s["retain_weight"] * g_r
                 else:
                     g = g_f + s["retain_weight"] * g_r
-                norm = g.norm()
-                if norm == 0 or not torch.isfinite(norm):
+                if not apply(g, step_norm):
                     stop.reason = "zero_gradient"
                     break
-                apply(g, cur_norm[0])
                 step += 1
             if s["repair_steps"] > 0 and stop.reason in ("reached_target", "max_steps") and ctx.retain and ctx.calib_enc:
                 repair = repair_retain(step)
