@@ -602,6 +602,8 @@ def procedure_rows(info: Mapping[str, Any]) -> list[dict]:
             if info.get("repair_reverted"):
                 text += " Its last step was undone because it weakened the forgetting."
         rows.append({"label": "Retain repair", "value": text})
+    if info.get("device"):
+        rows.append({"label": "Device", "value": str(info["device"])})
     return rows
 
 

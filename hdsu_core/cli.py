@@ -176,13 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from hdsu_core.datasets import DatasetError
     from hdsu_core.hierarchy import HierarchyError
+    from hdsu_core.models import ModelError
     try:
         args = build_parser().parse_args(argv)
         return int(args.fn(args) or 0)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
-    except (HierarchyError, DatasetError, OSError, ValueError) as e:  # OSError: e.g. a directory given as a file
+    except (HierarchyError, DatasetError, ModelError, OSError, ValueError) as e:  # OSError: e.g. a directory given as a file
         msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         print(f"error: {msg}", file=sys.stderr)
         return 1

@@ -717,3 +717,14 @@ def synthetic_hierarchy(n: int = 5000, fanout: tuple[int, int, int] = (10, 10, 1
                                      "parent": s, "terms": [f"detail{a}x{b}x{c}x{d}"]})
                     count += 1
     return Hierarchy.from_dict({"format": "hdsu-hierarchy/1", "name": "synthetic", "concepts": concepts})
+
+
+def device_options() -> dict[str, str]:
+    """Devices a run can be launched on, value -> label: auto, the CPU and every CUDA GPU torch
+    sees (none on a CPU-only machine, so the form never offers a device that is not there)."""
+    import torch
+    out = {"auto": "auto (GPU if visible, else CPU)" if torch.cuda.is_available() else "auto (CPU: no GPU visible)",
+           "cpu": "CPU"}
+    for i in range(torch.cuda.device_count()):
+        out[f"cuda:{i}"] = f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+    return out

@@ -18,8 +18,9 @@ from hdsu_core.datasets import QAItem, load_spec
 from hdsu_core.hierarchy import Hierarchy
 from hdsu_core.methods import UnlearnContext, get_method
 from hdsu_core.methods.base import Cancelled
-from hdsu_core.models import (DEMO_RECIPE, ModelBundle, build_demo_model, clone_model, inject_knowledge,
-                              load_model, member_items, set_seed)
+from hdsu_core.models import (DEMO_RECIPE, ModelBundle, build_demo_model, clone_model, device_label,
+                              inject_knowledge, load_model, member_items, prepare_device, resolve_device,
+                              set_seed)
 from hdsu_core.probes import generate, perplexity, score_mcq
 from hdsu_core.tagging import Split, Tagger, is_member, make_split
 
@@ -52,6 +53,7 @@ class RunConfig:
     n_generations: int = 4
     limit: int | None = None         # use a deterministic sample of N items (quick looks)
     recipe: dict = field(default_factory=dict)  # overrides of the knowledge-injection recipe
+    device: str = "auto"             # auto (CUDA GPU when torch sees one, else CPU), cpu, cuda, cuda:N
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,10 +90,11 @@ def load_hierarchy(cfg: RunConfig, store=None) -> Hierarchy:
     return Hierarchy.load(paths.DEFAULT_HIERARCHY)
 
 
-def prepare_model(cfg: RunConfig, items: Sequence[QAItem], progress: ProgressFn) -> ModelBundle:
+def prepare_model(cfg: RunConfig, items: Sequence[QAItem], progress: ProgressFn,
+                  device: torch.device | str = "cpu") -> ModelBundle:
     """The model the run starts from. The demo model on the demo KB; on any other dataset a tiny
     model knowledge-injected on that dataset's members (cached); or a given model, optionally
-    fine-tuned on the members first (``inject``)."""
+    fine-tuned on the members first (``inject``, on ``device``). Returned on the CPU."""
     kind = dataset_kind(cfg.dataset)
     if (cfg.model == "demo" and cfg.dataset == "demo" and not cfg.limit and not cfg.recipe
             and cfg.seed == DEMO_RECIPE["seed"] and cfg.holdout_fraction == DEMO_RECIPE["holdout_fraction"]):
@@ -101,7 +104,8 @@ def prepare_model(cfg: RunConfig, items: Sequence[QAItem], progress: ProgressFn)
         return inject_knowledge(members, name=f"inject-{kind}", recipe=injection_recipe(cfg), progress=progress)
     if cfg.inject:
         return inject_knowledge(members, name="inject-custom", base=cfg.model,
-                                recipe={**INJECT_RECIPE, "lr": 5e-5, "max_epochs": 10}, progress=progress)
+                                recipe={**INJECT_RECIPE, "lr": 5e-5, "max_epochs": 10}, progress=progress,
+                                device=device)
     return load_model(cfg.model)
 
 
@@ -182,6 +186,8 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     """Execute one run. With a store, results are written under ``run_id`` (created if missing)."""
     t0 = time.time()
     check_settings(cfg.method, cfg.settings)  # fail before loading data or models
+    device = resolve_device(cfg.device)         # ... and before any work on a device that is not there
+    prepare_device(device)
     set_seed(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run_id = run_id or new_run_id()
@@ -193,8 +199,9 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     if not split.forget:
         raise ValueError(f"the selection {forget} matches no trained-on items in {cfg.dataset}")
     progress("load", 0.0, f"forget {len(split.forget)}, retain {len(split.retain)}, holdout {len(split.holdout)}")
-    bundle = prepare_model(cfg, items, progress)
-    model, tok = bundle.model, bundle.tokenizer
+    bundle = prepare_model(cfg, items, progress, device)
+    model, tok = bundle.model.to(device), bundle.tokenizer
+    progress("load", 0.0, f"model {bundle.name} on {device_label(device)}")
     max_len = int(bundle.meta.get("recipe", {}).get("max_len", 128))
     if store is not None and store.get_run(run_id) is None:
         store.create_run(run_id, author="cli", method=cfg.method, model=cfg.model, dataset=cfg.dataset,
@@ -214,7 +221,8 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     ref = clone_model(model)
     for p in ref.parameters():
         p.requires_grad_(False)
-    state_before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # Kept on the CPU: on a GPU a second full copy of the weights would cost device memory.
+    state_before = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     method = get_method(cfg.method)
     ctx = UnlearnContext(model=model, ref_model=ref, tok=tok, forget=split.forget, retain=split.retain,
@@ -224,6 +232,7 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     progress("unlearn", 0.0, f"method {cfg.method}")
     t_unlearn = time.time()
     info = method.run(ctx)
+    info["device"] = device_label(device)
     unlearn_s = time.time() - t_unlearn
 
     progress("probe_after", 0.9, "probing after")

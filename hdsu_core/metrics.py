@@ -83,7 +83,7 @@ def changed_fraction(before: Mapping[str, torch.Tensor], after: Mapping[str, tor
     """(changed, total) weights counted from the actual element-wise diff of two state dicts."""
     changed = total = 0
     for name, a in before.items():
-        b = after[name]
+        b = after[name].to(a.device)  # the snapshot may live on the CPU, the model on a GPU
         if not torch.is_floating_point(a):
             continue
         changed += int((a != b).sum())

@@ -42,6 +42,57 @@ class ModelError(Exception):
     """A model could not be found, loaded or built (clear, user-facing message)."""
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(spec: str | None) -> torch.device:
+    """The torch device a run uses. ``auto`` (default): the first CUDA GPU when torch sees one,
+    else the CPU; ``cpu``; ``cuda`` or ``cuda:N`` (refused with a clear message when torch sees no
+    such GPU, rather than failing later inside a forward pass)."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        try:
+            dev = torch.device(spec if ":" in spec else "cuda:0")
+        except RuntimeError:
+            raise ModelError(f"device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)") from None
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise ModelError(f"device {spec!r} requested, but torch sees no CUDA GPU (torch {torch.__version__}, "
+                             f"{build}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"device {spec!r} requested, but torch sees {torch.cuda.device_count()} GPU(s)")
+        return dev
+    raise ModelError(f"device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)")
+
+
+def device_label(dev: torch.device) -> str:
+    """Human-readable device, recorded with every run: 'cpu' or 'cuda:0 (GPU name)'."""
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
+
+
+def prepare_device(dev: torch.device) -> None:
+    """Deterministic kernels where the device offers a choice (CUDA: cuBLAS workspace, no
+    nondeterministic atomics where a deterministic kernel exists), so the same config gives the
+    same numbers on the same machine. Must run before the first CUDA call of the process."""
+    if dev.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def model_device(model) -> torch.device:
+    """Where the model's weights live (inputs are moved there by the helpers below)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -113,7 +164,9 @@ def collate(encs: Sequence[Encoded], pad_id: int, device="cpu"):
 
 
 def token_logprobs(model, ids, att) -> torch.Tensor:
-    """log p(token_t | tokens_<t) for t >= 1, shape (B, T-1)."""
+    """log p(token_t | tokens_<t) for t >= 1, shape (B, T-1), on the model's device."""
+    dev = model_device(model)
+    ids, att = ids.to(dev), att.to(dev)
     logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
     return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
 
@@ -127,7 +180,10 @@ def answer_logits(model, ids, att, mask: torch.Tensor) -> torch.Tensor:
     """Next-token logits (float) at the positions where ``mask`` (B, T-1) is set, shape (N, V).
     On plain-head models the output layer runs only there: over a 4,000-32,000-token vocabulary it
     is most of the cost of a small model's forward and backward pass, and answers are a few tokens
-    of each item. Other models compute all logits and select."""
+    of each item. Other models compute all logits and select. Inputs are moved to the model's
+    device; the result lives there."""
+    dev = model_device(model)
+    ids, att, mask = ids.to(dev), att.to(dev), mask.to(dev)
     if has_plain_head(model):
         hidden = model.get_decoder()(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1]
         return model.get_output_embeddings()(hidden[mask]).float()
@@ -142,12 +198,13 @@ def has_plain_head(model) -> bool:
 def answer_nll_from_logp(logp: torch.Tensor, ids, mask: torch.Tensor,
                          token_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-item mean NLL, shape (B,), from log-softmax ``logp`` (N, V) at the ``mask`` positions
-    (as returned by ``answer_logits``)."""
+    (as returned by ``answer_logits``), on ``logp``'s device."""
+    ids, mask = ids.to(logp.device), mask.to(logp.device)
     picked = logp.gather(-1, ids[:, 1:][mask].unsqueeze(-1)).squeeze(-1)
     lp = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device).masked_scatter(mask, picked)
     w = mask.float()
     if token_weights is not None:
-        w = w * token_weights[:, 1:]
+        w = w * token_weights[:, 1:].to(w.device)
     return -(lp * w).sum(1) / w.sum(1).clamp_min(1e-6)
 
 
@@ -162,7 +219,7 @@ def option_logprob_sums(model, tok, items, max_len: int = 256) -> list[torch.Ten
     """Differentiable MCQ scores: for each item a tensor (n_options,) of each option's summed
     answer log-prob given the question, the quantity whose argmax the MCQ probe takes."""
     encs = [encode_qa(tok, it.question, opt, max_len) for it in items for opt in it.options]
-    ids, att, labels = collate(encs, tok.pad_token_id)
+    ids, att, labels = collate(encs, tok.pad_token_id, model_device(model))
     mask = labels[:, 1:] != -100
     logp = torch.log_softmax(answer_logits(model, ids, att, mask), -1)
     sums = -answer_nll_from_logp(logp, ids, mask) * mask.sum(1)
@@ -255,7 +312,7 @@ def train_qa(model, tok, items: Sequence[QAItem], *, lr: float, batch: int, max_
         rng.shuffle(order)
         for s in range(0, len(order), batch):
             chunk = [encs[i] for i in order[s:s + batch]]
-            ids, att, labels = collate(chunk, tok.pad_token_id)
+            ids, att, labels = collate(chunk, tok.pad_token_id, model_device(model))
             loss = answer_nll(model, ids, att, labels).mean()
             cur_lr = lr * min(1.0, (step + 1) / warm)
             for g in opt.param_groups:
@@ -306,11 +363,13 @@ def _save(model, tok, out: Path, meta: dict) -> None:
 
 def inject_knowledge(items: Sequence[QAItem], *, name: str, recipe: dict | None = None,
                      base: str | Path | None = None, progress: ProgressFn = _no_progress,
-                     cache_dir: Path | None = None) -> ModelBundle:
+                     cache_dir: Path | None = None, device: torch.device | str = "cpu") -> ModelBundle:
     """Train a model on ``items`` (the members of a dataset) until it knows them; cached on disk.
 
     Without ``base`` a tiny Llama with its own BPE tokenizer is trained from scratch (fast on a
-    CPU); with ``base`` (a local HF directory) that model is fine-tuned with its own tokenizer.
+    CPU); with ``base`` (a local HF directory) that model is fine-tuned with its own tokenizer,
+    on ``device``. Tiny models always train on the CPU: their cached weights are then the same on
+    every machine (a GPU would not be faster at that size anyway). Returns the model on the CPU.
     """
     recipe = {**DEMO_RECIPE, **(recipe or {})}
     key = hashlib.sha256(json.dumps({"items": _hash_items(items), "recipe": recipe,
@@ -322,7 +381,7 @@ def inject_knowledge(items: Sequence[QAItem], *, name: str, recipe: dict | None 
     set_seed(recipe["seed"])
     if base:
         b = load_model(base)
-        model, tok = b.model, b.tokenizer
+        model, tok = b.model.to(device), b.tokenizer
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
     else:

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from hdsu_core.datasets import QAItem
-from hdsu_core.models import PROMPT, answer_logits, collate, encode_qa, token_logprobs
+from hdsu_core.models import PROMPT, answer_logits, collate, encode_qa, model_device, token_logprobs
 
 MINK_FRACTION = 0.2  # Min-K% Prob (Shi et al. 2024): mean of the lowest 20 % token log-probs
 
@@ -20,6 +20,7 @@ def score_mcq(model, tok, items: Sequence[QAItem], *, max_len: int = 256, batch_
     argmax. Also the correct answer's mean NLL (``loss``) and Min-K%
     (``mink``), the membership-inference scores (lower loss / higher mink = more member-like)."""
     model.eval()
+    dev = model_device(model)
     seqs = []   # (item index, option index, Encoded)
     for i, it in enumerate(items):
         for j, opt in enumerate(it.options):
@@ -31,7 +32,7 @@ def score_mcq(model, tok, items: Sequence[QAItem], *, max_len: int = 256, batch_
     order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][2].ids))
     for s in range(0, len(order), batch_size):
         chunk = [seqs[k] for k in order[s:s + batch_size]]
-        ids, att, labels = collate([c[2] for c in chunk], tok.pad_token_id)
+        ids, att, labels = collate([c[2] for c in chunk], tok.pad_token_id, dev)
         amask = (labels[:, 1:] != -100)
         # Output layer only at the answer positions (the only log-probs used): on a small model
         # the vocabulary projection at every position is most of the cost of this probe.
@@ -76,7 +77,7 @@ def perplexity(model, tok, texts: Sequence[str], *, max_len: int = 256, batch_si
             ids[i, :len(row)] = torch.tensor(row)
             att[i, :len(row)] = 1
         lp = token_logprobs(model, ids, att)
-        m = att[:, 1:].bool()
+        m = att[:, 1:].bool().to(lp.device)
         nll -= float(lp[m].sum())
         n += int(m.sum())
     return math.exp(nll / max(n, 1))
@@ -91,8 +92,8 @@ def generate(model, tok, questions: Sequence[str], *, max_new_tokens: int = 16) 
         ids = tok(prompt, add_special_tokens=False)["input_ids"]
         if tok.bos_token_id is not None:
             ids = [tok.bos_token_id] + ids
-        x = torch.tensor([ids])
+        x = torch.tensor([ids], device=model_device(model))
         g = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
                            do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        outs.append(tok.decode(g[0, len(ids):], skip_special_tokens=True).strip())
+        outs.append(tok.decode(g[0, len(ids):].tolist(), skip_special_tokens=True).strip())
     return outs

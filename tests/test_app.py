@@ -307,6 +307,15 @@ def test_unlearn_counts_follow_the_selection(home):
     assert not at.button(key="launch").disabled
 
 
+def test_unlearn_device_choice(home):
+    at = app("unlearn", {"forget_selection": ["anxiety"]})
+    sb = at.selectbox(key="device")
+    assert sb.value == "auto"
+    assert sb.options == list(D.device_options().values())   # only devices this machine has
+    sb.set_value("cpu").run()
+    assert not at.exception and at.session_state["device"] == "cpu"
+
+
 def test_unlearn_empty_selection_disables_launch(home):
     at = app("unlearn", {"forget_selection": []})
     assert at.button(key="launch").disabled
@@ -326,6 +335,7 @@ def test_launch_creates_a_run_then_cancel(home, store):
     run = store.get_run(rid)
     assert run is not None and run["status"] in ("queued", "running") and run["author"] == "tester"
     assert run["forget_concepts"] == ["anxiety"] and run["method"] == "hdsu"
+    assert run["config"]["device"] == "auto"
     pid = run["pid"]
     # Cancel from the Runs page right away, as a user would (a queued run can be cancelled).
     at = app("runs", {"actor": "tester"})

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import torch
 
 from hdsu_core.datasets import QAItem
-from hdsu_core.models import Encoded, answer_nll, collate, encode_qa, token_logprobs
+from hdsu_core.models import Encoded, answer_nll, collate, encode_qa, model_device, token_logprobs
 
 METHODS: dict[str, type] = {}
 
@@ -49,6 +49,7 @@ class UnlearnContext:
 
     def __post_init__(self):
         self.rng = random.Random(self.seed)
+        self.device = model_device(self.model)   # every batch is built there
         self.forget_enc = [encode_qa(self.tok, it.question, it.answer_text, self.max_len) for it in self.forget]
         self.retain_enc = [encode_qa(self.tok, it.question, it.answer_text, self.max_len) for it in self.retain]
         self.calib_enc = [encode_qa(self.tok, it.question, it.answer_text, self.max_len) for it in self.calibration]
@@ -60,14 +61,14 @@ class UnlearnContext:
         return self.rng.sample(self.retain_enc, min(n, len(self.retain_enc)))
 
     def batch(self, encs: Sequence[Encoded]):
-        return collate(encs, self.tok.pad_token_id)
+        return collate(encs, self.tok.pad_token_id, self.device)
 
 
 @torch.no_grad()
 def item_answer_losses(model, tok, encs: Sequence[Encoded], batch_size: int = 128) -> list[float]:
     out: list[float] = []
     for s in range(0, len(encs), batch_size):
-        ids, att, labels = collate(encs[s:s + batch_size], tok.pad_token_id)
+        ids, att, labels = collate(encs[s:s + batch_size], tok.pad_token_id, model_device(model))
         out.extend(answer_nll(model, ids, att, labels).tolist())
     return out
 
@@ -84,7 +85,7 @@ def npo_loss(model, ref_model, ids, att, weights: torch.Tensor, beta: float) -> 
     lp = token_logprobs(model, ids, att)
     with torch.no_grad():
         lp_ref = token_logprobs(ref_model, ids, att)
-    w = weights[:, 1:]
+    w = weights[:, 1:].to(lp.device)
     ratio = ((lp - lp_ref) * w).sum(1)
     return (2.0 / beta) * torch.nn.functional.softplus(beta * ratio).mean()
 

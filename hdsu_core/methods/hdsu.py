@@ -106,10 +106,10 @@ def project_out(g: torch.Tensor, directions: list[torch.Tensor]) -> torch.Tensor
     return g
 
 
-def _pad(rows: list[list[float]], n: int) -> torch.Tensor:
-    out = torch.zeros((len(rows), n))
+def _pad(rows: list[list[float]], n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    out = torch.zeros((len(rows), n), device=device)
     for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(r)
+        out[i, :len(r)] = torch.tensor(r, device=device)
     return out
 
 
@@ -121,7 +121,7 @@ def token_npo_loss(model, ref_model, ids, att, weights: torch.Tensor, beta: floa
     lp = token_logprobs(model, ids, att)
     with torch.no_grad():
         lp_ref = token_logprobs(ref_model, ids, att)
-    w = weights[:, 1:]
+    w = weights[:, 1:].to(lp.device)
     return (2.0 / beta) * (torch.nn.functional.softplus(beta * (lp - lp_ref)) * w).sum() / w.sum().clamp_min(1e-6)
 
 
@@ -144,7 +144,7 @@ def kl_to_ref(model, ref_model, ids, att, weights: torch.Tensor) -> torch.Tensor
     with torch.no_grad():
         logq = torch.log_softmax(ref_model(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1)
     kl = (logq.exp() * (logq - logp)).sum(-1)
-    w = weights[:, 1:]
+    w = weights[:, 1:].to(kl.device)
     return (kl * w).sum() / w.sum().clamp_min(1.0)
 
 
@@ -160,7 +160,7 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
     nb, rfb = 0, s["fisher_retain_batch"]
     for b in range(0, len(sample), rfb):
         model.zero_grad(set_to_none=True)
-        ids, att, labels = collate(sample[b:b + rfb], ctx.tok.pad_token_id)
+        ids, att, labels = collate(sample[b:b + rfb], ctx.tok.pad_token_id, ctx.device)
         answer_nll(model, ids, att, labels).mean().backward()
         for n, p in params:
             if p.grad is not None:
@@ -187,25 +187,25 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
     nb = 0
     for b in range(0, len(fisher_rows), fb):
         model.zero_grad(set_to_none=True)
-        push_loss(torch.tensor(fisher_rows[b:b + fb])).backward()
+        push_loss(torch.tensor(fisher_rows[b:b + fb], device=ctx.device)).backward()
         item_scores = []
         for n, p in params:
             g2 = p.grad.detach() ** 2 if p.grad is not None else torch.zeros_like(p)
             f_forget[n] += g2
             if per_item:
-                item_scores.append((g2 / denom[n]).flatten() if eligible[n] else torch.zeros(p.numel()))
+                item_scores.append((g2 / denom[n]).flatten() if eligible[n] else torch.zeros(p.numel(), device=p.device))
         if per_item:
             chosen.update(torch.topk(torch.cat(item_scores), k_item).indices.tolist())
         nb += 1
     model.zero_grad(set_to_none=True)
     scores = torch.cat([(f_forget[n] / max(nb, 1) / denom[n]).flatten() if eligible[n]
-                        else torch.zeros(p.numel()) for n, p in params])
+                        else torch.zeros(p.numel(), device=p.device) for n, p in params])
     del f_forget, denom
-    flat_mask = torch.zeros(total, dtype=torch.bool)
+    flat_mask = torch.zeros(total, dtype=torch.bool, device=scores.device)
     if chosen:
         # Every forget item keeps its own few most specific weights (overlaps merge); the rest of
         # the budget goes by the pooled score. Trim by pooled score if the union overshoots k.
-        idx = torch.tensor(sorted(chosen))
+        idx = torch.tensor(sorted(chosen), device=scores.device)
         if len(idx) > k:
             idx = idx[torch.topk(scores[idx], k).indices]
         flat_mask[idx] = True
@@ -285,9 +285,9 @@ class HDSU:
             pw, hw = role_weights(roles, s["concept_weight"], s["shared_answer_weight"])
             push_rows.append(pw)
             hold_rows.append(hw)
-        ids_f, att_f, _ = collate(ctx.forget_enc, ctx.tok.pad_token_id)
-        push_w = _pad(push_rows, ids_f.shape[1])
-        hold_w = _pad(hold_rows, ids_f.shape[1])
+        ids_f, att_f, _ = collate(ctx.forget_enc, ctx.tok.pad_token_id, ctx.device)
+        push_w = _pad(push_rows, ids_f.shape[1], ctx.device)
+        hold_w = _pad(hold_rows, ids_f.shape[1], ctx.device)
 
         def push_loss(idx=None):
             sl = slice(None) if idx is None else idx
@@ -319,7 +319,7 @@ class HDSU:
         # goes to the items that still look memorised instead of driving the forgotten ones far
         # past non-member level (itself a membership signal). The push loss keeps its full-set
         # normaliser, so its gradient shrinks as items finish and the hold term gets the step.
-        focus = torch.ones(n_forget)
+        focus = torch.ones(n_forget, device=ctx.device)
 
         def refresh_focus() -> None:
             if stop.last_forget_losses is None or not stop.last_calib_losses or s["forgotten_weight"] >= 1:
@@ -360,11 +360,11 @@ class HDSU:
 
         def forget_rows() -> torch.Tensor:
             if n_forget <= s["forget_batch"]:
-                return torch.arange(n_forget)
-            return torch.tensor(sorted(ctx.rng.sample(range(n_forget), s["forget_batch"])))
+                return torch.arange(n_forget, device=ctx.device)
+            return torch.tensor(sorted(ctx.rng.sample(range(n_forget), s["forget_batch"])), device=ctx.device)
 
         def flat(grads) -> torch.Tensor:
-            return torch.cat([(g[m] if g is not None else torch.zeros(int(m.sum())))
+            return torch.cat([(g[m] if g is not None else torch.zeros(int(m.sum()), device=m.device))
                               for g, (_, _, m) in zip(grads, masked)])
 
         def step_grads() -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,7 +379,7 @@ class HDSU:
             lp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             push = (2.0 / s["beta"]) * (torch.nn.functional.softplus(s["beta"] * (lp - lp_ref_f[rows, :width - 1]))
                                          * w_push).sum() / w_item.sum().clamp_min(1e-6)
-            hold = torch.zeros(())
+            hold = torch.zeros((), device=ctx.device)
             if need_kl and float(w_hold.sum()) > 0:
                 with torch.no_grad():
                     logq = torch.log_softmax(ctx.ref_model(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1)
@@ -387,7 +387,7 @@ class HDSU:
                 hold = hold + s["kl_weight"] * (kl * w_hold).sum() / w_hold.sum().clamp_min(1.0)
             rb = hold_batch()
             if rb:
-                r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id)
+                r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id, ctx.device)
                 if s["retain_kl_weight"] > 0:
                     hold = hold + retain_hold_with_kl(model, ctx.ref_model, r_ids, r_att, r_labels, s["retain_kl_weight"])
                 else:
@@ -461,8 +461,8 @@ class HDSU:
             # a repair step costs the same on 20 or 2,000 forget items.
             def capped(items: list, n: int) -> list:
                 return items if len(items) <= n else ctx.rng.sample(items, n)
-            f_ids, f_att, f_labels = collate(capped(ctx.forget_enc, 256), ctx.tok.pad_token_id)
-            c_ids, c_att, c_labels = collate(capped(ctx.calib_enc, 256), ctx.tok.pad_token_id)
+            f_ids, f_att, f_labels = collate(capped(ctx.forget_enc, 256), ctx.tok.pad_token_id, ctx.device)
+            c_ids, c_att, c_labels = collate(capped(ctx.calib_enc, 256), ctx.tok.pad_token_id, ctx.device)
             model.train()
             r = 0
             while r < s["repair_steps"]:
@@ -471,7 +471,7 @@ class HDSU:
                 fix = option_cross_entropy(model, ctx.tok, capped(damaged, 64), ctx.max_len).mean()
                 rb = ctx.retain_batch(s["retain_batch"])
                 if rb:
-                    r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id)
+                    r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id, ctx.device)
                     fix = fix + answer_nll(model, r_ids, r_att, r_labels).mean()
                 g = flat(torch.autograd.grad(fix, masked_params, allow_unused=True))
                 # Hold the mean answer loss of the forget items and of the calibration non-members
