@@ -604,6 +604,8 @@ def procedure_rows(info: Mapping[str, Any]) -> list[dict]:
         rows.append({"label": "Retain repair", "value": text})
     if info.get("device"):
         rows.append({"label": "Device", "value": str(info["device"])})
+    if info.get("dtype"):
+        rows.append({"label": "Weight precision", "value": str(info["dtype"])})
     return rows
 
 

@@ -75,7 +75,8 @@ def format_summary(summary: list[dict]) -> str:
 
 def run_bench(datasets: Sequence[str], methods: Sequence[str], *, forget: list[str] | None = None,
               seed: int = 0, store=None, progress=lambda p, f, m: None, retrain: bool = True,
-              limit: int | None = None, settings: dict | None = None, device: str = "auto") -> list[dict]:
+              limit: int | None = None, settings: dict | None = None, device: str = "auto",
+              dtype: str = "float32") -> list[dict]:
     rows = []
     bench_id = time.strftime("b%Y%m%d-%H%M%S") + (f"-s{seed}" if seed else "")
     for ds in datasets:
@@ -89,7 +90,7 @@ def run_bench(datasets: Sequence[str], methods: Sequence[str], *, forget: list[s
         for m in methods:
             progress("bench", 0.0, f"{ds}: {m}")
             cfg = RunConfig(forget=sel, method=m, dataset=ds, seed=seed, limit=limit,
-                            settings=dict((settings or {}).get(m, {})), device=device)
+                            settings=dict((settings or {}).get(m, {})), device=device, dtype=dtype)
             run_id = new_run_id()
             if store is not None:
                 store.create_run(run_id, author="bench", method=m, model=cfg.model, dataset=ds,

@@ -40,6 +40,7 @@ def _headline(r: dict) -> dict:
     out = {k: r.get(k) for k in keys if k in r}
     out["stopped"] = r.get("info", {}).get("stopped")
     out["device"] = r.get("info", {}).get("device")
+    out["dtype"] = r.get("info", {}).get("dtype")
     return out
 
 
@@ -48,11 +49,11 @@ def cmd_run(a) -> int:
     forget = [f for f in (a.forget or "").split(",") if f.strip()]
     cfg = RunConfig(forget=forget, method=a.method, model=a.model, dataset=a.dataset, seed=a.seed,
                     hierarchy=a.hierarchy, settings=_settings(a.set), limit=a.limit, inject=a.inject,
-                    device=a.device)
+                    device=a.device, dtype=a.dtype)
     # An unknown method, a typo in --set or a missing GPU fails here, before a run row exists.
     check_settings(cfg.method, cfg.settings)
-    from hdsu_core.models import resolve_device
-    resolve_device(cfg.device)
+    from hdsu_core.models import resolve_device, resolve_dtype
+    resolve_dtype(cfg.dtype, resolve_device(cfg.device))
     store = _store(a.db)
     from hdsu_core.engine import new_run_id
     run_id = new_run_id()
@@ -83,8 +84,8 @@ def cmd_bench(a) -> int:
     if bad:
         raise ValueError(f"unknown method(s) {bad}; available: {', '.join(available())}")
     forget = [f for f in (a.forget or "").split(",") if f.strip()] or None
-    from hdsu_core.models import resolve_device
-    resolve_device(a.device)  # a missing GPU fails before any work
+    from hdsu_core.models import resolve_device, resolve_dtype
+    resolve_dtype(a.dtype, resolve_device(a.device))  # a missing GPU fails before any work
     seeds = [a.seed]
     if a.seeds:
         try:
@@ -96,7 +97,7 @@ def cmd_bench(a) -> int:
     for seed in seeds:
         rows += run_bench(a.dataset or ["demo"], methods, forget=forget, seed=seed, store=store,
                           progress=_progress(a.quiet), retrain=not a.no_retrain, limit=a.limit,
-                          device=a.device)
+                          device=a.device, dtype=a.dtype)
     summary = summarise_seeds(rows) if len(seeds) > 1 else []
     if a.json:
         print(json.dumps(rows + summary, indent=2, default=str))
@@ -146,6 +147,8 @@ def register(sub) -> None:
     x.add_argument("--inject", action="store_true", help="fine-tune --model on the dataset first")
     x.add_argument("--device", default="auto", help="auto (a CUDA GPU when torch sees one, else the CPU), "
                    "cpu, cuda or cuda:N")
+    x.add_argument("--dtype", default="float32", help="weight precision of the run: float32 (default) or "
+                   "bfloat16 (half the memory of a large model; losses and updates stay float32)")
     x.add_argument("--set", action="append", metavar="KEY=VALUE", help="method setting (repeatable)")
     x.add_argument("--author", default="cli", help="name recorded in the audit trail")
     x.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -165,6 +168,7 @@ def register(sub) -> None:
     x.add_argument("--no-retrain", action="store_true", help="skip the retrain reference")
     x.add_argument("--device", default="auto", help="device of the unlearning runs: auto, cpu, cuda or cuda:N "
                    "(the retrain reference trains its tiny model on the CPU)")
+    x.add_argument("--dtype", default="float32", help="weight precision of the unlearning runs: float32 or bfloat16")
     x.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     x.set_defaults(fn=cmd_bench)

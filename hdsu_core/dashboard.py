@@ -728,3 +728,6 @@ def device_options() -> dict[str, str]:
     for i in range(torch.cuda.device_count()):
         out[f"cuda:{i}"] = f"cuda:{i} ({torch.cuda.get_device_name(i)})"
     return out
+
+
+DTYPE_OPTIONS = {"float32": "float32", "bfloat16": "bfloat16 (half memory)"}

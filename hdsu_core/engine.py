@@ -20,7 +20,7 @@ from hdsu_core.methods import UnlearnContext, get_method
 from hdsu_core.methods.base import Cancelled
 from hdsu_core.models import (DEMO_RECIPE, ModelBundle, build_demo_model, clone_model, device_label,
                               inject_knowledge, load_model, member_items, prepare_device, resolve_device,
-                              set_seed)
+                              resolve_dtype, set_seed)
 from hdsu_core.probes import generate, perplexity, score_mcq
 from hdsu_core.tagging import Split, Tagger, is_member, make_split
 
@@ -54,6 +54,7 @@ class RunConfig:
     limit: int | None = None         # use a deterministic sample of N items (quick looks)
     recipe: dict = field(default_factory=dict)  # overrides of the knowledge-injection recipe
     device: str = "auto"             # auto (CUDA GPU when torch sees one, else CPU), cpu, cuda, cuda:N
+    dtype: str = "float32"           # weight precision of the run: float32 or bfloat16
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,10 +92,12 @@ def load_hierarchy(cfg: RunConfig, store=None) -> Hierarchy:
 
 
 def prepare_model(cfg: RunConfig, items: Sequence[QAItem], progress: ProgressFn,
-                  device: torch.device | str = "cpu") -> ModelBundle:
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> ModelBundle:
     """The model the run starts from. The demo model on the demo KB; on any other dataset a tiny
     model knowledge-injected on that dataset's members (cached); or a given model, optionally
-    fine-tuned on the members first (``inject``, on ``device``). Returned on the CPU."""
+    fine-tuned on the members first (``inject``, on ``device``, in float32: bfloat16 weights would
+    round small fine-tuning updates away). Returned on the CPU; a given model that is not
+    fine-tuned is loaded in ``dtype`` directly (half the host memory for a large model)."""
     kind = dataset_kind(cfg.dataset)
     if (cfg.model == "demo" and cfg.dataset == "demo" and not cfg.limit and not cfg.recipe
             and cfg.seed == DEMO_RECIPE["seed"] and cfg.holdout_fraction == DEMO_RECIPE["holdout_fraction"]):
@@ -106,7 +109,7 @@ def prepare_model(cfg: RunConfig, items: Sequence[QAItem], progress: ProgressFn,
         return inject_knowledge(members, name="inject-custom", base=cfg.model,
                                 recipe={**INJECT_RECIPE, "lr": 5e-5, "max_epochs": 10}, progress=progress,
                                 device=device)
-    return load_model(cfg.model)
+    return load_model(cfg.model, dtype=dtype)
 
 
 def injection_recipe(cfg: RunConfig) -> dict:
@@ -187,6 +190,7 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     t0 = time.time()
     check_settings(cfg.method, cfg.settings)  # fail before loading data or models
     device = resolve_device(cfg.device)         # ... and before any work on a device that is not there
+    dtype = resolve_dtype(cfg.dtype, device)
     prepare_device(device)
     set_seed(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -199,9 +203,9 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     if not split.forget:
         raise ValueError(f"the selection {forget} matches no trained-on items in {cfg.dataset}")
     progress("load", 0.0, f"forget {len(split.forget)}, retain {len(split.retain)}, holdout {len(split.holdout)}")
-    bundle = prepare_model(cfg, items, progress, device)
-    model, tok = bundle.model.to(device), bundle.tokenizer
-    progress("load", 0.0, f"model {bundle.name} on {device_label(device)}")
+    bundle = prepare_model(cfg, items, progress, device, dtype)
+    model, tok = bundle.model.to(device=device, dtype=dtype), bundle.tokenizer
+    progress("load", 0.0, f"model {bundle.name} on {device_label(device)}, {cfg.dtype}")
     max_len = int(bundle.meta.get("recipe", {}).get("max_len", 128))
     if store is not None and store.get_run(run_id) is None:
         store.create_run(run_id, author="cli", method=cfg.method, model=cfg.model, dataset=cfg.dataset,
@@ -233,6 +237,7 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     t_unlearn = time.time()
     info = method.run(ctx)
     info["device"] = device_label(device)
+    info["dtype"] = str(dtype).replace("torch.", "")
     unlearn_s = time.time() - t_unlearn
 
     progress("probe_after", 0.9, "probing after")

@@ -69,6 +69,23 @@ def resolve_device(spec: str | None) -> torch.device:
     raise ModelError(f"device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)")
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(spec: str | None, device: torch.device | None = None) -> torch.dtype:
+    """The weight precision of a run: ``float32`` (default) or ``bfloat16`` (half the memory of a
+    large model on a GPU). Losses, Fisher scores and update directions are always computed in
+    float32; only the weights and activations are bfloat16. float16 is not offered: without loss
+    scaling its gradients underflow."""
+    key = (spec or "float32").strip().lower()
+    if key not in DTYPES:
+        raise ModelError(f"dtype {spec!r}: use {' or '.join(DTYPES)}")
+    if (DTYPES[key] == torch.bfloat16 and device is not None and device.type == "cuda"
+            and not torch.cuda.is_bf16_supported()):
+        raise ModelError(f"dtype bfloat16: {torch.cuda.get_device_name(device)} does not support it; use float32")
+    return DTYPES[key]
+
+
 def device_label(dev: torch.device) -> str:
     """Human-readable device, recorded with every run: 'cpu' or 'cuda:0 (GPU name)'."""
     if dev.type == "cuda":
@@ -402,7 +419,8 @@ def inject_knowledge(items: Sequence[QAItem], *, name: str, recipe: dict | None 
 # ----------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------
-def load_model(spec: str | Path, *, progress: ProgressFn = _no_progress) -> ModelBundle:
+def load_model(spec: str | Path, *, progress: ProgressFn = _no_progress,
+               dtype: torch.dtype = torch.float32) -> ModelBundle:
     """``demo`` (build or reuse the embedded demo model), a local HF directory, or a .gguf file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if str(spec) == "demo":
@@ -417,12 +435,12 @@ def load_model(spec: str | Path, *, progress: ProgressFn = _no_progress) -> Mode
                 raise ModelError(f"{path}: a model file must be .gguf (or pass a model directory)")
             tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                         local_files_only=True, dtype=torch.float32)
+                                                         local_files_only=True, dtype=dtype)
         else:
             if not (path / "config.json").exists():
                 raise ModelError(f"{path}: no config.json - not a Hugging Face model directory")
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     except ModelError:
         raise
     except Exception as e:  # noqa: BLE001 - surface any loader failure as one clear line

@@ -109,12 +109,14 @@ for col, (k, v) in zip(cols, keys.items()):
             settings[k] = float(st.number_input(k, value=float(v), format="%g", step=float(v) / 10 if v else 0.1,
                                                 key=f"set_{method}_{k}"))
 with st.expander("Split and compute settings"):
-    s1, s2, s3 = st.columns(3)
+    s1, s2, s3, s4 = st.columns(4)
     s1.number_input("Seed", value=0, step=1, key="seed")
     s2.number_input("Holdout fraction", value=0.2, min_value=0.05, max_value=0.9, step=0.05, key="holdout_fraction")
     devices = D.device_options()
     s3.selectbox("Device", list(devices), format_func=devices.get, key="device",
                  help="Where the run computes: auto takes a CUDA GPU when one is visible, else the CPU")
+    s4.selectbox("Weight precision", list(D.DTYPE_OPTIONS), format_func=D.DTYPE_OPTIONS.get, key="dtype",
+                 help="bfloat16 halves the memory of a large model; losses and updates stay float32")
 
 # ---- launch ------------------------------------------------------------------------------------------
 problems = []
@@ -136,7 +138,7 @@ if problems:
 if st.button("Launch unlearning run", type="primary", icon="🚀", disabled=bool(problems), key="launch"):
     cfg = RunConfig(forget=list(sel), method=method, model=model, dataset=spec, hierarchy_version=hver,
                     seed=seed, holdout_fraction=holdout_fraction, settings=changed, inject=inject,
-                    device=ss.get("device", "auto"))
+                    device=ss.get("device", "auto"), dtype=ss.get("dtype", "float32"))
     try:
         rid = jobs.launch(cfg, store=store, author=_ui.actor())
     except (ValueError, OSError) as e:

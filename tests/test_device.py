@@ -12,7 +12,7 @@ from hdsu_core import dashboard as D
 from hdsu_core.cli import main
 from hdsu_core.engine import RunConfig, run_unlearning
 from hdsu_core.metrics import changed_fraction
-from hdsu_core.models import ModelError, model_device, resolve_device, tiny_llama
+from hdsu_core.models import ModelError, model_device, resolve_device, resolve_dtype, tiny_llama
 from hdsu_core.store import Store
 
 from test_methods import toy  # noqa: F401  (module-scoped toy data set and recipe)
@@ -103,3 +103,32 @@ def test_explicit_cpu_run_matches_auto_on_cpu_and_records_the_device(toy):  # no
     auto = run_unlearning(RunConfig(**base))
     keys = ["forget_acc_after", "retain_acc_after", "mia_auc", "changed_weights", "steps", "ppl_after"]
     assert {k: explicit[k] for k in keys} == {k: auto[k] for k in keys}
+
+
+def test_resolve_dtype():
+    assert resolve_dtype(None) == resolve_dtype("float32") == torch.float32
+    assert resolve_dtype(" BFloat16 ", torch.device("cpu")) == torch.bfloat16
+    for bad in ("float16", "fp8", "half"):
+        with pytest.raises(ModelError, match="use float32 or bfloat16"):
+            resolve_dtype(bad)
+
+
+def test_bfloat16_run_forgets_within_the_mask_and_is_deterministic(toy):  # noqa: F811
+    """The bfloat16 path (a large model on a GPU) on the CPU toy: it still forgets, only masked
+    weights change, and the same config gives the same numbers."""
+    cfg = RunConfig(**{**toy["cfg"].to_dict(), "dtype": "bfloat16", "device": "cpu",
+                       "settings": {"max_steps": 30}})
+    a = run_unlearning(cfg)
+    assert a["info"]["dtype"] == "bfloat16"
+    rows = {r["label"]: r["value"] for r in audit.procedure_rows(a["info"])}
+    assert rows["Weight precision"] == "bfloat16"
+    assert a["forget_acc_after"] < a["forget_acc_before"] - 0.3
+    assert 0 < a["changed_weights"] <= a["info"]["mask_size"]
+    b = run_unlearning(cfg)
+    keys = ["forget_acc_after", "retain_acc_after", "mia_auc", "changed_weights", "steps"]
+    assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+
+
+def test_cli_refuses_an_unknown_dtype(tmp_path, capsys):
+    assert main(["run", "--dtype", "float16", "--device", "cpu", "--db", str(tmp_path / "h.duckdb"), "--quiet"]) == 1
+    assert "error: dtype 'float16': use float32 or bfloat16" in capsys.readouterr().err

@@ -155,7 +155,8 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
     model.eval()
     total = sum(p.numel() for _, p in params)
     k = max(1, int(round(s["mask_fraction"] * total)))
-    f_retain = {n: torch.zeros_like(p) for n, p in params}
+    # Fisher sums in float32 whatever the weights' precision (bfloat16 would round them away).
+    f_retain = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
     sample = ctx.rng.sample(ctx.retain_enc, min(s["fisher_retain_items"], len(ctx.retain_enc)))
     nb, rfb = 0, s["fisher_retain_batch"]
     for b in range(0, len(sample), rfb):
@@ -164,7 +165,7 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
         answer_nll(model, ids, att, labels).mean().backward()
         for n, p in params:
             if p.grad is not None:
-                f_retain[n] += p.grad.detach() ** 2
+                f_retain[n] += p.grad.detach().float() ** 2
         nb += 1
     for n in f_retain:
         f_retain[n] /= max(nb, 1)
@@ -182,7 +183,7 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
         fisher_rows = sorted(ctx.rng.sample(fisher_rows, s["fisher_forget_items"]))
     fb = 1 if per_item else s["fisher_batch"]
     k_item = max(1, k // max(len(fisher_rows), 1)) if per_item else 0
-    f_forget = {n: torch.zeros_like(p) for n, p in params}
+    f_forget = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
     chosen: set[int] = set()
     nb = 0
     for b in range(0, len(fisher_rows), fb):
@@ -190,7 +191,7 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
         push_loss(torch.tensor(fisher_rows[b:b + fb], device=ctx.device)).backward()
         item_scores = []
         for n, p in params:
-            g2 = p.grad.detach() ** 2 if p.grad is not None else torch.zeros_like(p)
+            g2 = p.grad.detach().float() ** 2 if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
             f_forget[n] += g2
             if per_item:
                 item_scores.append((g2 / denom[n]).flatten() if eligible[n] else torch.zeros(p.numel(), device=p.device))
@@ -363,8 +364,8 @@ class HDSU:
                 return torch.arange(n_forget, device=ctx.device)
             return torch.tensor(sorted(ctx.rng.sample(range(n_forget), s["forget_batch"])), device=ctx.device)
 
-        def flat(grads) -> torch.Tensor:
-            return torch.cat([(g[m] if g is not None else torch.zeros(int(m.sum()), device=m.device))
+        def flat(grads) -> torch.Tensor:   # float32: projections and norms need the precision
+            return torch.cat([(g[m].float() if g is not None else torch.zeros(int(m.sum()), device=m.device))
                               for g, (_, _, m) in zip(grads, masked)])
 
         def step_grads() -> tuple[torch.Tensor, torch.Tensor]:
@@ -410,7 +411,7 @@ class HDSU:
                 off = 0
                 for _, p, m in masked:
                     c = int(m.sum())
-                    p[m] -= upd[off:off + c]
+                    p[m] -= upd[off:off + c].to(p.dtype)
                     off += c
             return True
 
