@@ -42,9 +42,6 @@ class ModelError(Exception):
     """A model could not be found, loaded or built (clear, user-facing message)."""
 
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-
 def resolve_device(spec: str | None) -> torch.device:
     """The torch device a run uses. ``auto`` (default): the first CUDA GPU when torch sees one,
     else the CPU; ``cpu``; ``cuda`` or ``cuda:N`` (refused with a clear message when torch sees no
