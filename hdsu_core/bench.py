@@ -76,7 +76,7 @@ def format_summary(summary: list[dict]) -> str:
 def run_bench(datasets: Sequence[str], methods: Sequence[str], *, forget: list[str] | None = None,
               seed: int = 0, store=None, progress=lambda p, f, m: None, retrain: bool = True,
               limit: int | None = None, settings: dict | None = None, device: str = "auto",
-              dtype: str = "float32") -> list[dict]:
+              dtype: str = "float32", model: str = "demo", inject: bool = False) -> list[dict]:
     rows = []
     bench_id = time.strftime("b%Y%m%d-%H%M%S") + (f"-s{seed}" if seed else "")
     for ds in datasets:
@@ -84,13 +84,15 @@ def run_bench(datasets: Sequence[str], methods: Sequence[str], *, forget: list[s
         ds_rows = []
         if retrain:
             progress("bench", 0.0, f"{ds}: retrain reference")
-            ref = retrain_reference(RunConfig(forget=sel, dataset=ds, seed=seed, limit=limit), progress=progress)
+            ref = retrain_reference(RunConfig(forget=sel, dataset=ds, seed=seed, limit=limit, model=model,
+                                              inject=inject, device=device), progress=progress)
             ds_rows.append({"dataset": ds, "run_id": "", **{k: ref.get(k) for k in KEYS}, "method": "retrain",
                             "forget": sel, "seed": seed})
         for m in methods:
             progress("bench", 0.0, f"{ds}: {m}")
             cfg = RunConfig(forget=sel, method=m, dataset=ds, seed=seed, limit=limit,
-                            settings=dict((settings or {}).get(m, {})), device=device, dtype=dtype)
+                            settings=dict((settings or {}).get(m, {})), device=device, dtype=dtype,
+                            model=model, inject=inject)
             run_id = new_run_id()
             if store is not None:
                 store.create_run(run_id, author="bench", method=m, model=cfg.model, dataset=ds,

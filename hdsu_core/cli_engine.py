@@ -97,7 +97,7 @@ def cmd_bench(a) -> int:
     for seed in seeds:
         rows += run_bench(a.dataset or ["demo"], methods, forget=forget, seed=seed, store=store,
                           progress=_progress(a.quiet), retrain=not a.no_retrain, limit=a.limit,
-                          device=a.device, dtype=a.dtype)
+                          device=a.device, dtype=a.dtype, model=a.model, inject=a.inject)
     summary = summarise_seeds(rows) if len(seeds) > 1 else []
     if a.json:
         print(json.dumps(rows + summary, indent=2, default=str))
@@ -166,6 +166,10 @@ def register(sub) -> None:
                    "the demo, a demo model of its own; adds a table of targets met over the seeds")
     x.add_argument("--limit", type=int, help="use a deterministic sample of N items per dataset")
     x.add_argument("--no-retrain", action="store_true", help="skip the retrain reference")
+    x.add_argument("--model", default="demo", help="demo (a tiny model trained on each dataset) or a local HF "
+                   "model directory / .gguf file")
+    x.add_argument("--inject", action="store_true", help="fine-tune --model on each dataset first; its retrain "
+                   "reference is then the same fine-tune without the forget items")
     x.add_argument("--device", default="auto", help="device of the unlearning runs: auto, cpu, cuda or cuda:N "
                    "(the retrain reference trains its tiny model on the CPU)")
     x.add_argument("--dtype", default="float32", help="weight precision of the unlearning runs: float32 or bfloat16")

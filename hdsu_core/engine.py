@@ -106,10 +106,13 @@ def prepare_model(cfg: RunConfig, items: Sequence[QAItem], progress: ProgressFn,
     if cfg.model == "demo":
         return inject_knowledge(members, name=f"inject-{kind}", recipe=injection_recipe(cfg), progress=progress)
     if cfg.inject:
-        return inject_knowledge(members, name="inject-custom", base=cfg.model,
-                                recipe={**INJECT_RECIPE, "lr": 5e-5, "max_epochs": 10}, progress=progress,
-                                device=device)
+        return inject_knowledge(members, name="inject-custom", base=cfg.model, recipe=FINETUNE_RECIPE,
+                                progress=progress, device=device)
     return load_model(cfg.model, dtype=dtype)
+
+
+# Knowledge injection into a given (pre-trained) model: a short, gentle fine-tune.
+FINETUNE_RECIPE = {**INJECT_RECIPE, "lr": 5e-5, "max_epochs": 10}
 
 
 def injection_recipe(cfg: RunConfig) -> dict:
@@ -275,20 +278,34 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
 
 def retrain_reference(cfg: RunConfig, progress: ProgressFn = lambda p, f, m: None) -> dict:
     """The ideal unlearner: the same recipe trained without the forget items (cached), probed on
-    the same split. Only possible for models HDSU builds itself (demo / knowledge-injected)."""
+    the same split. Only possible for models HDSU trains itself: the demo / tiny knowledge-injected
+    models (retrained from scratch, on the CPU), or a given model with ``inject`` (the base model
+    fine-tuned on the retained members only, on ``cfg.device``). A given model used as it is was
+    trained elsewhere on data HDSU does not have: refused with a clear message."""
+    if cfg.model != "demo" and not cfg.inject:
+        raise ValueError(f"no retrain reference for {cfg.model}: it was trained outside HDSU on data HDSU "
+                         f"does not have; use --inject (HDSU fine-tunes it on the dataset, so it can also "
+                         f"fine-tune it without the forget items) or --no-retrain")
     t0 = time.time()
+    device = resolve_device(cfg.device)
+    prepare_device(device)
     items = load_items(cfg.dataset, cfg.limit)
     hierarchy = load_hierarchy(cfg)
     forget = cfg.forget or DEFAULT_FORGET.get(dataset_kind(cfg.dataset), [])
     split = make_split(items, hierarchy, forget, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
     kind = dataset_kind(cfg.dataset)
     recipe = injection_recipe(cfg)
-    original = prepare_model(cfg, items, progress)
-    # The retrain keeps the original tokenizer recipe on the same members minus the forget items.
-    retrained = inject_knowledge(split.retain, name=f"retrain-{kind}", recipe=recipe, progress=progress)
-    max_len = recipe["max_len"]
-    before = probe_all(original.model, original.tokenizer, split, max_len)
-    after = probe_all(retrained.model, retrained.tokenizer, split, max_len)
+    original = prepare_model(cfg, items, progress, device)
+    if cfg.model == "demo":
+        # The retrain keeps the original tokenizer recipe on the same members minus the forget items.
+        retrained = inject_knowledge(split.retain, name=f"retrain-{kind}", recipe=recipe, progress=progress)
+        max_len = recipe["max_len"]
+    else:   # the given base model, fine-tuned like the original but on the retained members only
+        retrained = inject_knowledge(split.retain, name="retrain-custom", base=cfg.model, recipe=FINETUNE_RECIPE,
+                                     progress=progress, device=device)
+        max_len = FINETUNE_RECIPE["max_len"]
+    before = probe_all(original.model.to(device), original.tokenizer, split, max_len)
+    after = probe_all(retrained.model.to(device), retrained.tokenizer, split, max_len)
     _, evaluation = calibration_split(split.holdout, cfg.seed)
     summary = summarise(before, after, split, {it.id for it in evaluation})
     summary.update({"changed_fraction": 1.0, "seconds": time.time() - t0,

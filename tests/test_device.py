@@ -132,3 +132,30 @@ def test_bfloat16_run_forgets_within_the_mask_and_is_deterministic(toy):  # noqa
 def test_cli_refuses_an_unknown_dtype(tmp_path, capsys):
     assert main(["run", "--dtype", "float16", "--device", "cpu", "--db", str(tmp_path / "h.duckdb"), "--quiet"]) == 1
     assert "error: dtype 'float16': use float32 or bfloat16" in capsys.readouterr().err
+
+
+def test_bench_on_a_given_model_with_injection_has_a_retrain_reference(toy, tmp_path, capsys):  # noqa: F811
+    """`bench --model DIR --inject`: HDSU fine-tunes the given model on the dataset (the original)
+    and, for the retrain reference, on the retained members only; both cached. Without --inject
+    a given model has no retrain reference: refused in one line unless --no-retrain."""
+    import json as _json
+    from hdsu_core.engine import prepare_model
+    tok = prepare_model(toy["cfg"], toy["items"], lambda *a: None).tokenizer
+    base = tmp_path / "base"
+    recipe = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "max_len": 64}
+    tiny_llama(len(tok), recipe, tok).save_pretrained(base)
+    tok.save_pretrained(base)
+    db = str(tmp_path / "b.duckdb")
+    common = ["bench", "--dataset", f"demo:{toy['path']}", "--model", str(base), "--methods", "hdsu",
+              "--forget", "anxiety", "--device", "cpu", "--db", db, "--quiet"]
+    assert main(common) == 1
+    assert "no retrain reference for" in capsys.readouterr().err
+    assert main(common + ["--inject", "--json"]) == 0
+    rows = _json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in rows] == ["retrain", "hdsu"]
+    ref, run = rows
+    for r in rows:
+        assert 0.0 <= r["forget_acc_after"] <= 1.0 and 0.0 <= r["retain_acc_after"] <= 1.0
+    assert ref["changed_fraction"] == 1.0 and run["changed_fraction"] <= 0.0011
+    assert Store(db).list_runs().iloc[0]["model"] == str(base)
+    assert main(common + ["--no-retrain"]) == 0   # used as it is, without a reference
