@@ -52,8 +52,8 @@ def cmd_run(a) -> int:
                     device=a.device, dtype=a.dtype)
     # An unknown method, a typo in --set or a missing GPU fails here, before a run row exists.
     check_settings(cfg.method, cfg.settings)
-    from hdsu_core.models import resolve_device, resolve_dtype
-    resolve_dtype(cfg.dtype, resolve_device(cfg.device))
+    from hdsu_core.models import resolve_compute
+    resolve_compute(cfg.device, cfg.dtype)
     store = _store(a.db)
     from hdsu_core.engine import new_run_id
     run_id = new_run_id()
@@ -84,8 +84,8 @@ def cmd_bench(a) -> int:
     if bad:
         raise ValueError(f"unknown method(s) {bad}; available: {', '.join(available())}")
     forget = [f for f in (a.forget or "").split(",") if f.strip()] or None
-    from hdsu_core.models import resolve_device, resolve_dtype
-    resolve_dtype(a.dtype, resolve_device(a.device))  # a missing GPU fails before any work
+    from hdsu_core.models import resolve_compute
+    resolve_compute(a.device, a.dtype)  # a missing GPU fails before any work
     seeds = [a.seed]
     if a.seeds:
         try:
@@ -171,7 +171,7 @@ def register(sub) -> None:
     x.add_argument("--inject", action="store_true", help="fine-tune --model on each dataset first; its retrain "
                    "reference is then the same fine-tune without the forget items")
     x.add_argument("--device", default="auto", help="device of the unlearning runs: auto, cpu, cuda or cuda:N "
-                   "(the retrain reference trains its tiny model on the CPU)")
+                   "(a tiny model's retrain reference trains on the CPU; with --inject on this device)")
     x.add_argument("--dtype", default="float32", help="weight precision of the unlearning runs: float32 or bfloat16")
     x.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

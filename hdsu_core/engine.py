@@ -19,8 +19,8 @@ from hdsu_core.hierarchy import Hierarchy
 from hdsu_core.methods import UnlearnContext, get_method
 from hdsu_core.methods.base import Cancelled
 from hdsu_core.models import (DEMO_RECIPE, ModelBundle, build_demo_model, clone_model, device_label,
-                              inject_knowledge, load_model, member_items, prepare_device, resolve_device,
-                              resolve_dtype, set_seed)
+                              inject_knowledge, load_model, member_items, prepare_device, resolve_compute,
+                              set_seed)
 from hdsu_core.probes import generate, perplexity, score_mcq
 from hdsu_core.tagging import Split, Tagger, is_member, make_split
 
@@ -131,6 +131,11 @@ def calibration_split(holdout: Sequence[QAItem], seed: int) -> tuple[list[QAItem
     return calib, evaluation
 
 
+def probe_max_len(bundle: ModelBundle) -> int:
+    """Sequence length the probes and the methods use: the one the model was trained with."""
+    return int(bundle.meta.get("recipe", {}).get("max_len", 128))
+
+
 def probe_all(bundle_model, tok, split: Split, max_len: int) -> dict[str, list[dict]]:
     return {"forget": score_mcq(bundle_model, tok, split.forget, max_len=max_len),
             "retain": score_mcq(bundle_model, tok, split.retain, max_len=max_len),
@@ -192,8 +197,7 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     """Execute one run. With a store, results are written under ``run_id`` (created if missing)."""
     t0 = time.time()
     check_settings(cfg.method, cfg.settings)  # fail before loading data or models
-    device = resolve_device(cfg.device)         # ... and before any work on a device that is not there
-    dtype = resolve_dtype(cfg.dtype, device)
+    device, dtype = resolve_compute(cfg.device, cfg.dtype)  # ... and before any work on a device that is not there
     prepare_device(device)
     set_seed(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -209,7 +213,7 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     bundle = prepare_model(cfg, items, progress, device, dtype)
     model, tok = bundle.model.to(device=device, dtype=dtype), bundle.tokenizer
     progress("load", 0.0, f"model {bundle.name} on {device_label(device)}, {cfg.dtype}")
-    max_len = int(bundle.meta.get("recipe", {}).get("max_len", 128))
+    max_len = probe_max_len(bundle)
     if store is not None and store.get_run(run_id) is None:
         store.create_run(run_id, author="cli", method=cfg.method, model=cfg.model, dataset=cfg.dataset,
                          forget_concepts=list(forget), config=cfg.to_dict(), config_hash=cfg.hash())
@@ -287,23 +291,22 @@ def retrain_reference(cfg: RunConfig, progress: ProgressFn = lambda p, f, m: Non
                          f"does not have; use --inject (HDSU fine-tunes it on the dataset, so it can also "
                          f"fine-tune it without the forget items) or --no-retrain")
     t0 = time.time()
-    device = resolve_device(cfg.device)
+    device, _ = resolve_compute(cfg.device, cfg.dtype)   # the reference itself is float32
     prepare_device(device)
     items = load_items(cfg.dataset, cfg.limit)
     hierarchy = load_hierarchy(cfg)
     forget = cfg.forget or DEFAULT_FORGET.get(dataset_kind(cfg.dataset), [])
     split = make_split(items, hierarchy, forget, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
     kind = dataset_kind(cfg.dataset)
-    recipe = injection_recipe(cfg)
     original = prepare_model(cfg, items, progress, device)
     if cfg.model == "demo":
         # The retrain keeps the original tokenizer recipe on the same members minus the forget items.
-        retrained = inject_knowledge(split.retain, name=f"retrain-{kind}", recipe=recipe, progress=progress)
-        max_len = recipe["max_len"]
+        retrained = inject_knowledge(split.retain, name=f"retrain-{kind}", recipe=injection_recipe(cfg),
+                                     progress=progress)
     else:   # the given base model, fine-tuned like the original but on the retained members only
         retrained = inject_knowledge(split.retain, name="retrain-custom", base=cfg.model, recipe=FINETUNE_RECIPE,
                                      progress=progress, device=device)
-        max_len = FINETUNE_RECIPE["max_len"]
+    max_len = probe_max_len(original)   # probed exactly as the runs probe the original
     before = probe_all(original.model.to(device), original.tokenizer, split, max_len)
     after = probe_all(retrained.model.to(device), retrained.tokenizer, split, max_len)
     _, evaluation = calibration_split(split.holdout, cfg.seed)

@@ -47,11 +47,11 @@ def pid_alive(pid: int | None) -> bool:
 def launch(cfg: RunConfig, *, store, author: str, run_id: str | None = None) -> str:
     """Create the run row and start a detached worker process. Returns the run id."""
     from hdsu_core.engine import new_run_id
-    from hdsu_core.models import ModelError, resolve_device, resolve_dtype
+    from hdsu_core.models import ModelError, resolve_compute
     if not cfg.forget:
         raise ValueError("empty selection: pick at least one concept to forget")
     try:
-        resolve_dtype(cfg.dtype, resolve_device(cfg.device))  # refuse a GPU that is not there now, not in the worker later
+        resolve_compute(cfg.device, cfg.dtype)  # refuse a GPU that is not there now, not in the worker later
     except ModelError as e:
         raise ValueError(str(e)) from None
     run_id = run_id or new_run_id()

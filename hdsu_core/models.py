@@ -83,6 +83,13 @@ def resolve_dtype(spec: str | None, device: torch.device | None = None) -> torch
     return DTYPES[key]
 
 
+def resolve_compute(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
+    """A run's device and weight dtype from their names; ``ModelError`` (one clear line) for a
+    device this machine lacks or an unknown dtype. Called before anything is recorded or loaded."""
+    dev = resolve_device(device)
+    return dev, resolve_dtype(dtype, dev)
+
+
 def device_label(dev: torch.device) -> str:
     """Human-readable device, recorded with every run: 'cpu' or 'cuda:0 (GPU name)'."""
     if dev.type == "cuda":
