@@ -602,6 +602,12 @@ def procedure_rows(info: Mapping[str, Any]) -> list[dict]:
             if info.get("repair_reverted"):
                 text += " Its last step was undone because it weakened the forgetting."
         rows.append({"label": "Retain repair", "value": text})
+    if info.get("settle_steps"):
+        text = (f"The forget questions had been pushed past never-seen ones (itself a sign they were "
+                f"removed); {int(info['settle_steps'])} settle step(s) brought them back to the never-seen level.")
+        if info.get("settle_reverted"):
+            text += " Its last step was undone because it let a forget question be answered again."
+        rows.append({"label": "Settle", "value": text})
     if info.get("device"):
         rows.append({"label": "Device", "value": str(info["device"])})
     if info.get("dtype"):

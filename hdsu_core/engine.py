@@ -123,12 +123,32 @@ def injection_recipe(cfg: RunConfig) -> dict:
     return recipe
 
 
-def calibration_split(holdout: Sequence[QAItem], seed: int) -> tuple[list[QAItem], list[QAItem]]:
+def calibration_split(holdout: Sequence[QAItem], seed: int, losses: dict[str, float] | None = None
+                      ) -> tuple[list[QAItem], list[QAItem]]:
     """Half of the non-members calibrate the stopping rule; the other half is kept for the
-    membership-inference evaluation so the reported AUC is not measured on what the run tuned on."""
-    calib = [it for it in holdout if not is_member(it.id, seed + 7919, 0.5)]
-    evaluation = [it for it in holdout if is_member(it.id, seed + 7919, 0.5)]
-    return calib, evaluation
+    membership-inference evaluation so the reported AUC is not measured on what the run tuned on.
+    With ``losses`` (the original model's answer loss per holdout item) the halves are matched on
+    it: items sorted by loss, each consecutive pair split one to each half by a seeded coin. Both
+    halves then start from the same loss distribution, so the calibration AUC the stop rule
+    steers by and the evaluation AUC the report gives differ by much less than random halves do."""
+    if not losses:
+        calib = [it for it in holdout if not is_member(it.id, seed + 7919, 0.5)]
+        evaluation = [it for it in holdout if is_member(it.id, seed + 7919, 0.5)]
+        return calib, evaluation
+    order = sorted(holdout, key=lambda it: (losses[it.id], it.id))
+    calib_ids: set[str] = set()
+    for i in range(0, len(order), 2):
+        pair = order[i:i + 2]
+        if len(pair) == 2:
+            calib_ids.add(pair[0].id if is_member(pair[0].id, seed + 7919, 0.5) else pair[1].id)
+        elif not is_member(pair[0].id, seed + 7919, 0.5):
+            calib_ids.add(pair[0].id)
+    return [it for it in holdout if it.id in calib_ids], [it for it in holdout if it.id not in calib_ids]
+
+
+def holdout_losses(before: dict[str, list[dict]]) -> dict[str, float]:
+    """The original model's answer loss per holdout item (from the before probe)."""
+    return {r["item_id"]: r["loss"] for r in before["holdout"]}
 
 
 def probe_max_len(bundle: ModelBundle) -> int:
@@ -222,7 +242,7 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
 
     progress("probe_before", 0.1, "probing before")
     before = probe_all(model, tok, split, max_len)
-    calib, evaluation = calibration_split(split.holdout, cfg.seed)
+    calib, evaluation = calibration_split(split.holdout, cfg.seed, holdout_losses(before))
     eval_ids = {it.id for it in evaluation}
     neutral = [f"{it.question} {it.answer_text}" for it in split.holdout_retain[:64]]
     ppl_before = perplexity(model, tok, neutral, max_len=max_len)
@@ -309,7 +329,7 @@ def retrain_reference(cfg: RunConfig, progress: ProgressFn = lambda p, f, m: Non
     max_len = probe_max_len(original)   # probed exactly as the runs probe the original
     before = probe_all(original.model.to(device), original.tokenizer, split, max_len)
     after = probe_all(retrained.model.to(device), retrained.tokenizer, split, max_len)
-    _, evaluation = calibration_split(split.holdout, cfg.seed)
+    _, evaluation = calibration_split(split.holdout, cfg.seed, holdout_losses(before))
     summary = summarise(before, after, split, {it.id for it in evaluation})
     summary.update({"changed_fraction": 1.0, "seconds": time.time() - t0,
                     "retrain_train_seconds": retrained.meta.get("seconds", 0.0)})

@@ -386,6 +386,10 @@ def test_report_says_how_the_run_went(store, hierarchy, tmp_path):
     store.update_run(RUN, summary={"info": {"stopped": "max_steps", "steps": 300, "repair_damaged_before": 0}})
     text = {p["label"]: p["value"] for p in audit.report_context(store, RUN, hierarchy, now=NOW)["procedure"]}
     assert "whole step budget" in text["Stopping"] and text["Retain repair"].startswith("No retained question")
+    assert "Settle" not in text     # no settle steps: no row
+    store.update_run(RUN, summary={"info": {"stopped": "reached_target", "settle_steps": 2, "settle_reverted": True}})
+    text = {p["label"]: p["value"] for p in audit.report_context(store, RUN, hierarchy, now=NOW)["procedure"]}
+    assert "2 settle step(s)" in text["Settle"] and "undone" in text["Settle"]
     bare = Store(tmp_path / "bare.duckdb")
     _seed(bare)
     bare.update_run(RUN, summary={})

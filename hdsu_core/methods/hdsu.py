@@ -17,7 +17,9 @@
    - retain repair when the run ends (target reached or step budget used): retained items the
      original model answered and the unlearned one no longer does are trained back on the mask,
      orthogonally to the forget and calibration loss gradients, re-checking the forget side after
-     every step and undoing a step that weakens it.
+     every step and undoing a step that weakens it;
+   - settle after the repair: when the forget items ended up well past the non-members (itself a
+     membership signal), the over-forgotten ones are pulled back to the non-member level.
 2. Concept-aware token-level intervention
    - every token of a forget item gets a role from the hierarchy: ``answer`` (forget answer),
      ``target`` (a term of a targeted concept), ``preserve`` (a term of a preservation-critical
@@ -154,7 +156,8 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
     ``per_item``, each forget item's own gradient can be scored against it as it streams by."""
     model.eval()
     total = sum(p.numel() for _, p in params)
-    k = max(1, int(round(s["mask_fraction"] * total)))
+    # Rounded down: the mask never exceeds the fraction (rounding up broke "<= 0.1 %" by one weight).
+    k = max(1, int(s["mask_fraction"] * total))
     # Fisher sums in float32 whatever the weights' precision (bfloat16 would round them away).
     f_retain = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
     sample = ctx.rng.sample(ctx.retain_enc, min(s["fisher_retain_items"], len(ctx.retain_enc)))
@@ -251,6 +254,9 @@ class HDSU:
         "repair_steps": 30,        # retain repair after the target is reached (0 = off)
         "repair_step_norm": 0.3,   # L2 norm of every repair update
         "repair_watch_margin": 2.0,  # retained items within this many nats of flipping are watched
+        "settle_steps": 20,        # settle after the repair: pull over-forgotten items back (0 = off) ...
+        "settle_margin": 0.03,     # ... when the calibration AUC is this far below stop_auc ...
+        "settle_step_norm": 0.3,   # ... in steps of this L2 norm, until it is back at stop_auc
         "max_steps": 300, "check_every": 5, "time_budget_s": 900.0,  # budget: safety net only
         "stop_auc": 0.5,           # stop when forget-vs-calibration MIA AUC reaches this ...
         "stop_mcq": STOP_MCQ_DEFAULT,  # ... and forget MCQ accuracy is no better than the non-members'
@@ -502,6 +508,55 @@ class HDSU:
                 stop.check(step + info["repair_steps"])
             return info
 
+        # ---- settle (after the repair): over-forgetting is a membership signal too --------------
+        # The push stops at the first check with calibration AUC <= stop_auc; the last bounded
+        # steps before it and the repair (which lowers forget answers that are distractors of
+        # retained questions) can leave the forget items well past the non-members (seed-0 anxiety:
+        # calibration AUC 0.463 after the repair), which an attacker reads as "these were removed".
+        # When the calibration AUC is more than ``settle_margin`` below stop_auc, the forget items
+        # whose loss is above the non-member median are pulled back (descend their mean answer NLL,
+        # without its component against the retain gradient), ``settle_step_norm`` per step, until
+        # the calibration AUC is back at stop_auc. A step after which the forget items are answered
+        # better than the non-members (the MCQ half of the stop rule) is undone, and settling ends.
+        def settle_forget(step: int) -> dict:
+            info = {"settle_steps": 0, "settle_reverted": False}
+            stop.check(step)
+            if stop.last_auc is None or stop.last_auc >= s["stop_auc"] - s["settle_margin"]:
+                return info
+            good = [p.detach().clone() for p in masked_params]
+            for r in range(1, s["settle_steps"] + 1):
+                if ctx.should_cancel():
+                    raise Cancelled()
+                level = float(torch.tensor(stop.last_calib_losses).median())
+                over = [e for e, loss in zip(ctx.forget_enc, stop.last_forget_losses) if loss > level]
+                if not over:
+                    break
+                model.train()
+                f_ids, f_att, f_labels = collate(over[:256], ctx.tok.pad_token_id, ctx.device)
+                g = flat(torch.autograd.grad(answer_nll(model, f_ids, f_att, f_labels).mean(), masked_params,
+                                             allow_unused=True))
+                rb = ctx.retain_batch(s["retain_batch"])
+                if rb:
+                    r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id, ctx.device)
+                    g = project_conflicting(g, flat(torch.autograd.grad(
+                        answer_nll(model, r_ids, r_att, r_labels).mean(), masked_params, allow_unused=True)))
+                model.eval()
+                if not apply(g, s["settle_step_norm"]):
+                    break
+                stop.check(step + r)
+                if stop.last_forget_acc is not None and stop.last_forget_acc > stop.last_calib_acc:
+                    with torch.no_grad():
+                        for p, g0 in zip(masked_params, good):
+                            p.copy_(g0)
+                    info["settle_reverted"] = True
+                    stop.check(step + r)
+                    break
+                good = [p.detach().clone() for p in masked_params]
+                info["settle_steps"] = r
+                if stop.last_auc >= s["stop_auc"]:
+                    break
+            return info
+
         # ---- constrained updates ---------------------------------------------------------------
         stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s["stop_auc"], s["stop_mcq"])
         step, conflicts = 0, 0
@@ -534,6 +589,8 @@ class HDSU:
                 step += 1
             if s["repair_steps"] > 0 and stop.reason in ("reached_target", "max_steps") and ctx.retain and ctx.calib_enc:
                 repair = repair_retain(step)
+            if s["settle_steps"] > 0 and stop.reason in ("reached_target", "max_steps") and ctx.calib_enc:
+                repair = {**repair, **settle_forget(step + repair["repair_steps"])}
         finally:
             for _, p in params:
                 p.requires_grad_(True)
