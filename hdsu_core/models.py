@@ -20,11 +20,13 @@ import random
 import shutil
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
 import torch
 
 from hdsu_core import paths
@@ -152,7 +154,32 @@ class Encoded:
     text: str                         # prompt + answer text the offsets refer to
 
 
+# Encodings per tokenizer: the stop rule re-scores the same forget / non-member questions and all
+# their options at every check (tens of thousands of tokenizer calls in a 300-step run, ~8 % of
+# its time). Weakly keyed, so a dropped tokenizer takes its cache with it; bounded per tokenizer.
+_ENCODE_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_ENCODE_CACHE_MAX = 200_000
+
+
 def encode_qa(tok, question: str, answer: str, max_len: int = 256) -> Encoded:
+    """Token ids of ``<bos>Question: ...\nAnswer: <answer><eos>``, with where the answer starts and
+    each token's character offsets. Cached per tokenizer; callers must not mutate the result."""
+    try:
+        cache = _ENCODE_CACHE.setdefault(tok, {})
+    except TypeError:   # a tokenizer that cannot be weakly referenced: no cache
+        cache = None
+    key = (question, answer, max_len)
+    if cache is not None and key in cache:
+        return cache[key]
+    enc = _encode_qa(tok, question, answer, max_len)
+    if cache is not None:
+        if len(cache) >= _ENCODE_CACHE_MAX:
+            cache.clear()
+        cache[key] = enc
+    return enc
+
+
+def _encode_qa(tok, question: str, answer: str, max_len: int) -> Encoded:
     prompt = PROMPT.format(question=question.strip())
     ans = " " + answer.strip()
     p = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)

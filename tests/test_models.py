@@ -85,3 +85,23 @@ def test_answer_nll_fast_path_matches_full_logits(injected, items):
     assert torch.allclose(answer_nll(model, ids, att, labels), full_nll(), atol=1e-5)
     for a, b in zip(grads(answer_nll(model, ids, att, labels).mean()), grads(full_nll().mean())):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_encodings_are_cached_per_tokenizer_and_equal_fresh_ones(injected, items):
+    """encode_qa is cached (the stop rule re-scores the same questions at every check): a repeat
+    call returns the cached encoding, which equals a fresh tokenisation; another max_len or
+    another tokenizer gets its own entry."""
+    import copy
+
+    from hdsu_core import models
+    tok = injected[0].tokenizer
+    it = items[0]
+    a = models.encode_qa(tok, it.question, it.answer_text, 64)
+    assert models.encode_qa(tok, it.question, it.answer_text, 64) is a
+    assert a == models._encode_qa(tok, it.question, it.answer_text, 64)
+    short = models.encode_qa(tok, it.question, it.answer_text, 12)
+    assert short is not a and short.ids != a.ids     # the question was cut to fit 12 tokens
+    other = copy.deepcopy(tok)
+    b = models.encode_qa(other, it.question, it.answer_text, 64)
+    assert b is not a and b == a
+    assert tok in models._ENCODE_CACHE and other in models._ENCODE_CACHE
