@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-
 import torch
 
 from hdsu_core import paths

@@ -421,6 +421,14 @@ class HDSU:
                     off += c
             return True
 
+        def snapshot() -> list[torch.Tensor]:
+            return [p.detach().clone() for p in masked_params]
+
+        def restore(state: list[torch.Tensor]) -> None:
+            with torch.no_grad():
+                for p, saved in zip(masked_params, state):
+                    p.copy_(saved)
+
         # ---- retain repair (when the run ends: target reached or step budget used) ---------------
         # The push can flip a few retained MCQ items whose distractor is a forget answer (demo KB,
         # anxiety: "which investigation best supports ..." items now predicting an anxiety scale).
@@ -463,7 +471,7 @@ class HDSU:
                 mcq_ok = facc0 is None or stop.last_forget_acc <= max(stop.last_calib_acc, facc0)
                 return auc_ok and mcq_ok
 
-            good = [p.detach().clone() for p in masked_params]
+            good = snapshot()
             # Guard losses on at most 256 forget / calibration items (a seeded sample when more), so
             # a repair step costs the same on 20 or 2,000 forget items.
             def capped(items: list, n: int) -> list:
@@ -492,7 +500,7 @@ class HDSU:
                 model.eval()
                 if not forget_side_ok():
                     break
-                good = [p.detach().clone() for p in masked_params]
+                good = snapshot()
                 info["repair_steps"] = r
                 damaged = damaged_now()
                 info["repair_damaged_after"] = len(damaged)
@@ -500,9 +508,7 @@ class HDSU:
                 if not damaged:
                     break
             if info["repair_steps"] != r:   # the last step broke the forget target: back to the last good state
-                with torch.no_grad():
-                    for p, g0 in zip(masked_params, good):
-                        p.copy_(g0)
+                restore(good)
                 info["repair_reverted"] = True
                 model.eval()
                 stop.check(step + info["repair_steps"])
@@ -523,7 +529,7 @@ class HDSU:
             stop.check(step)
             if stop.last_auc is None or stop.last_auc >= s["stop_auc"] - s["settle_margin"]:
                 return info
-            good = [p.detach().clone() for p in masked_params]
+            good = snapshot()
             for r in range(1, s["settle_steps"] + 1):
                 if ctx.should_cancel():
                     raise Cancelled()
@@ -545,13 +551,11 @@ class HDSU:
                     break
                 stop.check(step + r)
                 if stop.last_forget_acc is not None and stop.last_forget_acc > stop.last_calib_acc:
-                    with torch.no_grad():
-                        for p, g0 in zip(masked_params, good):
-                            p.copy_(g0)
+                    restore(good)
                     info["settle_reverted"] = True
                     stop.check(step + r)
                     break
-                good = [p.detach().clone() for p in masked_params]
+                good = snapshot()
                 info["settle_steps"] = r
                 if stop.last_auc >= s["stop_auc"]:
                     break
