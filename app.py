@@ -1,4 +1,5 @@
 """HDSU Studio: page config, identity and navigation. Everything else lives in pages/ and hdsu_core/."""
+
 import streamlit as st
 
 st.set_page_config(page_title="HDSU Studio", page_icon="🧠", layout="wide")
@@ -30,8 +31,12 @@ if "actor_input" not in st.session_state:
     st.session_state["actor_input"] = st.session_state["actor"]
 with st.sidebar:
     st.markdown("### 🧠 HDSU Studio")
-    name = st.text_input("Your name", key="actor_input", placeholder="who is acting?",
-                         help="Recorded in the audit trail with every action.")
+    name = st.text_input(
+        "Your name",
+        key="actor_input",
+        placeholder="who is acting?",
+        help="Recorded in the audit trail with every action.",
+    )
     st.session_state["actor"] = name.strip()
     if not st.session_state["actor"]:
         st.caption("⚠️ No name given: actions are recorded as **anonymous**.")

@@ -2,4 +2,5 @@
 
 Never imports streamlit: usable from the CLI, notebooks and the worker process.
 """
+
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ same report id (``AR-`` + the first 16 hex digits of the hash); only "generated 
 This module never imports streamlit (nor pyplot: charts use ``matplotlib.figure.Figure``
 directly with the SVG canvas, so no global backend is touched).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -41,19 +42,25 @@ TEMPLATE_NAME = "audit.html.j2"
 
 # Verdict targets (see _verdict).
 TARGETS = {
-    "forget_margin": 0.05,          # forget acc after <= reference (never-seen / chance) + margin
-    "retain_change_points": 2.0,     # |retain acc after - before| <= 2 percentage points
+    "forget_margin": 0.05,  # forget acc after <= reference (never-seen / chance) + margin
+    "retain_change_points": 2.0,  # |retain acc after - before| <= 2 percentage points
     "mia_auc_center": 0.5,
-    "mia_auc_tolerance": 0.05,       # MIA AUC within 0.5 +- 0.05
-    "changed_fraction_max": 0.001,   # <= 0.1 % of weights changed
+    "mia_auc_tolerance": 0.05,  # MIA AUC within 0.5 +- 0.05
+    "changed_fraction_max": 0.001,  # <= 0.1 % of weights changed
 }
 
 N_EXAMPLE_PROBES = 6
 MAX_CHART_CONCEPTS = 30
 
 _TARGETED, _PRESERVED = "targeted", "preserved"
-_COLORS = {"before": "#9aa5b1", "after": "#1f5f8b", _TARGETED: "#c0392b", _PRESERVED: "#2e86c1",
-           "forget": "#c0392b", "holdout": "#7f8c8d"}
+_COLORS = {
+    "before": "#9aa5b1",
+    "after": "#1f5f8b",
+    _TARGETED: "#c0392b",
+    _PRESERVED: "#2e86c1",
+    "forget": "#c0392b",
+    "holdout": "#7f8c8d",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +83,7 @@ def _ts(v: Any) -> str | None:
         return None
     try:
         import pandas as pd
+
         if v is pd.NaT or (not isinstance(v, str) and pd.isna(v)):
             return None
         if isinstance(v, pd.Timestamp):
@@ -107,7 +115,9 @@ def _jsonable(obj: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
         items = [_jsonable(v) for v in obj]
-        return sorted(items, key=lambda x: json.dumps(x, sort_keys=True)) if isinstance(obj, (set, frozenset)) else items
+        return (
+            sorted(items, key=lambda x: json.dumps(x, sort_keys=True)) if isinstance(obj, (set, frozenset)) else items
+        )
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, int):
@@ -125,6 +135,7 @@ def _jsonable(obj: Any) -> Any:
         return _ts(obj) if isinstance(obj, _dt.datetime) else obj.isoformat()
     try:
         import pandas as pd
+
         if isinstance(obj, pd.Timestamp):
             return _ts(obj)
         if pd.isna(obj):
@@ -147,6 +158,7 @@ def _records(df) -> list[dict]:
                 continue
             try:
                 import pandas as pd
+
                 if v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
                     v = None
             except ImportError:  # pragma: no cover
@@ -179,6 +191,7 @@ def content_sha256(ctx: Mapping[str, Any]) -> str:
 def _resolve_hierarchy(store, run: dict, hierarchy):
     """(hierarchy, description). Given > the run's stored hierarchy version > the default file."""
     from hdsu_core.hierarchy import Hierarchy, load_default
+
     if hierarchy is not None:
         return hierarchy, f"supplied by caller ({hierarchy.name})"
     version = run.get("hierarchy_version")
@@ -221,47 +234,109 @@ def _rollup(h, cid: str | None, level: int) -> str:
 # ---------------------------------------------------------------------------------------------
 _METRIC_ROWS = [
     # key, label, kind, explanation
-    ("forget_acc_before", "Forget accuracy before", "rate",
-     "Share of the forget-set questions (trained-on items under the selected concepts) the model answered correctly before unlearning."),
-    ("forget_acc_after", "Forget accuracy after", "rate",
-     "The same questions after unlearning. Lower means more was forgotten; a model that never learnt them scores about its never-seen / chance level."),
-    ("forgetting_rate", "Forgetting rate (FR)", "rate",
-     "FR = 1 − forget accuracy after."),
-    ("retain_acc_before", "Retain accuracy before", "rate",
-     "Accuracy on trained-on questions outside the selection, before unlearning."),
-    ("retain_acc_after", "Retain accuracy after", "rate",
-     "The same after unlearning; it should barely move."),
-    ("knowledge_preservation", "Knowledge preservation (KP)", "rate",
-     "KP = retain accuracy after."),
-    ("retain_change_points", "Retain change", "points",
-     "Retain accuracy after − before, in percentage points. Negative values are collateral damage."),
-    ("holdout_acc_before", "Holdout accuracy before", "rate",
-     "Accuracy on questions the model was never trained on (both inside and outside the selection)."),
+    (
+        "forget_acc_before",
+        "Forget accuracy before",
+        "rate",
+        "Share of the forget-set questions (trained-on items under the selected concepts) the model answered correctly before unlearning.",
+    ),
+    (
+        "forget_acc_after",
+        "Forget accuracy after",
+        "rate",
+        "The same questions after unlearning. Lower means more was forgotten; a model that never learnt them scores about its never-seen / chance level.",
+    ),
+    ("forgetting_rate", "Forgetting rate (FR)", "rate", "FR = 1 − forget accuracy after."),
+    (
+        "retain_acc_before",
+        "Retain accuracy before",
+        "rate",
+        "Accuracy on trained-on questions outside the selection, before unlearning.",
+    ),
+    ("retain_acc_after", "Retain accuracy after", "rate", "The same after unlearning; it should barely move."),
+    ("knowledge_preservation", "Knowledge preservation (KP)", "rate", "KP = retain accuracy after."),
+    (
+        "retain_change_points",
+        "Retain change",
+        "points",
+        "Retain accuracy after − before, in percentage points. Negative values are collateral damage.",
+    ),
+    (
+        "holdout_acc_before",
+        "Holdout accuracy before",
+        "rate",
+        "Accuracy on questions the model was never trained on (both inside and outside the selection).",
+    ),
     ("holdout_acc_after", "Holdout accuracy after", "rate", "The same after unlearning."),
-    ("holdout_forget_acc_before", "Never-seen accuracy on selected concepts, before", "rate",
-     "Accuracy before unlearning on never-trained questions under the selected concepts."),
-    ("holdout_forget_acc_after", "Never-seen accuracy on selected concepts", "rate",
-     "Accuracy after unlearning on never-trained questions under the selected concepts: the level a model that never learnt the forget set would reach."),
-    ("mia_auc_before", "MIA AUC before (loss attack)", "auc",
-     "How well a membership-inference attacker separates forget items from never-seen ones by their loss, before unlearning (1.0 = perfectly)."),
-    ("mia_auc", "MIA AUC after (loss attack)", "auc",
-     "The same after unlearning. About 0.5 means an attacker cannot tell forgotten items from never-seen ones; well below 0.5 means the forget items now stand out by being unusually poorly known."),
-    ("mia_auc_ci_low", "MIA AUC after, 95 % interval low", "auc",
-     "Bootstrap interval of the loss-attack AUC after unlearning (forget items and never-seen items resampled, seeded). On a small forget set the AUC itself is uncertain by several points: an interval that contains 0.5 means the attacker's result is consistent with chance."),
+    (
+        "holdout_forget_acc_before",
+        "Never-seen accuracy on selected concepts, before",
+        "rate",
+        "Accuracy before unlearning on never-trained questions under the selected concepts.",
+    ),
+    (
+        "holdout_forget_acc_after",
+        "Never-seen accuracy on selected concepts",
+        "rate",
+        "Accuracy after unlearning on never-trained questions under the selected concepts: the level a model that never learnt the forget set would reach.",
+    ),
+    (
+        "mia_auc_before",
+        "MIA AUC before (loss attack)",
+        "auc",
+        "How well a membership-inference attacker separates forget items from never-seen ones by their loss, before unlearning (1.0 = perfectly).",
+    ),
+    (
+        "mia_auc",
+        "MIA AUC after (loss attack)",
+        "auc",
+        "The same after unlearning. About 0.5 means an attacker cannot tell forgotten items from never-seen ones; well below 0.5 means the forget items now stand out by being unusually poorly known.",
+    ),
+    (
+        "mia_auc_ci_low",
+        "MIA AUC after, 95 % interval low",
+        "auc",
+        "Bootstrap interval of the loss-attack AUC after unlearning (forget items and never-seen items resampled, seeded). On a small forget set the AUC itself is uncertain by several points: an interval that contains 0.5 means the attacker's result is consistent with chance.",
+    ),
     ("mia_auc_ci_high", "MIA AUC after, 95 % interval high", "auc", "Upper end of the same interval."),
-    ("mia_auc_mink_before", "MIA AUC before (Min-K% attack)", "auc",
-     "A second attack scoring the least likely answer tokens, before unlearning."),
-    ("mia_auc_mink", "MIA AUC after (Min-K% attack)", "auc",
-     "A second attack scoring the least likely answer tokens; same reading as above."),
-    ("mia_resistance", "MIA resistance", "rate",
-     "1 − 2·|AUC − 0.5|: 1 when the attacker is at chance, 0 when the attacker is perfect."),
-    ("changed_fraction", "Changed-weight fraction", "fraction",
-     "Share of model weights whose value differs after unlearning, counted from the actual element-wise weight diff."),
+    (
+        "mia_auc_mink_before",
+        "MIA AUC before (Min-K% attack)",
+        "auc",
+        "A second attack scoring the least likely answer tokens, before unlearning.",
+    ),
+    (
+        "mia_auc_mink",
+        "MIA AUC after (Min-K% attack)",
+        "auc",
+        "A second attack scoring the least likely answer tokens; same reading as above.",
+    ),
+    (
+        "mia_resistance",
+        "MIA resistance",
+        "rate",
+        "1 − 2·|AUC − 0.5|: 1 when the attacker is at chance, 0 when the attacker is perfect.",
+    ),
+    (
+        "changed_fraction",
+        "Changed-weight fraction",
+        "fraction",
+        "Share of model weights whose value differs after unlearning, counted from the actual element-wise weight diff.",
+    ),
     ("changed_weights", "Changed weights", "count", "Number of individual weights that changed."),
     ("total_weights", "Total weights", "count", "Floating-point weights in the model."),
-    ("ppl_before", "Perplexity before", "float",
-     "Perplexity on neutral never-seen text before unlearning (fluency check)."),
-    ("ppl_after", "Perplexity after", "float", "The same after unlearning; a large rise means the model's language broke."),
+    (
+        "ppl_before",
+        "Perplexity before",
+        "float",
+        "Perplexity on neutral never-seen text before unlearning (fluency check).",
+    ),
+    (
+        "ppl_after",
+        "Perplexity after",
+        "float",
+        "The same after unlearning; a large rise means the model's language broke.",
+    ),
     ("seconds", "Run time", "seconds", "Wall-clock time of the whole run."),
     ("unlearn_seconds", "Unlearning time", "seconds", "Time spent in the unlearning method itself."),
     ("steps", "Unlearning steps", "count", "Optimisation steps the method took."),
@@ -294,8 +369,7 @@ def _metrics_table(metrics: dict[str, float]) -> list[dict]:
         if key not in metrics:
             continue
         v = _num(metrics.get(key))
-        rows.append({"key": key, "label": label, "value": _format_metric(kind, v), "raw": v,
-                     "explanation": expl})
+        rows.append({"key": key, "label": label, "value": _format_metric(kind, v), "raw": v, "explanation": expl})
     for key in sorted(metrics):
         if key in known or key.startswith("n_"):
             continue
@@ -305,7 +379,9 @@ def _metrics_table(metrics: dict[str, float]) -> list[dict]:
 
 
 def _chance_level(rows: list[dict]) -> float | None:
-    ks = [len(r["option_logprobs"]) for r in rows if isinstance(r.get("option_logprobs"), list) and r["option_logprobs"]]
+    ks = [
+        len(r["option_logprobs"]) for r in rows if isinstance(r.get("option_logprobs"), list) and r["option_logprobs"]
+    ]
     return sum(1.0 / k for k in ks) / len(ks) if ks else None
 
 
@@ -314,8 +390,15 @@ def _verdict(metrics: dict[str, float], after_rows: list[dict], finished: bool) 
     checks = []
 
     def add(name, target, value, ok, note=""):
-        checks.append({"name": name, "target": target, "value": value,
-                       "status": "n/a" if ok is None else ("pass" if ok else "fail"), "note": note})
+        checks.append(
+            {
+                "name": name,
+                "target": target,
+                "value": value,
+                "status": "n/a" if ok is None else ("pass" if ok else "fail"),
+                "note": note,
+            }
+        )
 
     fa = _num(metrics.get("forget_acc_after"))
     ref = _num(metrics.get("holdout_forget_acc_after"))
@@ -325,25 +408,49 @@ def _verdict(metrics: dict[str, float], after_rows: list[dict], finished: bool) 
         ref_name = "chance level"
     if ref is None:
         ref, ref_name = 0.25, "assumed chance level (4 options)"
-    add("Forgetting", f"forget accuracy after ≤ {ref_name} ({_pct(ref)}) + {T['forget_margin'] * 100:.0f} pts",
-        _pct(fa), None if fa is None else fa <= ref + T["forget_margin"] + 1e-12)
+    add(
+        "Forgetting",
+        f"forget accuracy after ≤ {ref_name} ({_pct(ref)}) + {T['forget_margin'] * 100:.0f} pts",
+        _pct(fa),
+        None if fa is None else fa <= ref + T["forget_margin"] + 1e-12,
+    )
 
     rc = _num(metrics.get("retain_change_points"))
-    if rc is None and _num(metrics.get("retain_acc_after")) is not None and _num(metrics.get("retain_acc_before")) is not None:
+    if (
+        rc is None
+        and _num(metrics.get("retain_acc_after")) is not None
+        and _num(metrics.get("retain_acc_before")) is not None
+    ):
         rc = 100 * (metrics["retain_acc_after"] - metrics["retain_acc_before"])
-    add("Retained knowledge", f"retain accuracy change within ±{T['retain_change_points']:.0f} points",
-        "n/a" if rc is None else f"{rc:+.2f} pts", None if rc is None else abs(rc) <= T["retain_change_points"] + 1e-9)
+    add(
+        "Retained knowledge",
+        f"retain accuracy change within ±{T['retain_change_points']:.0f} points",
+        "n/a" if rc is None else f"{rc:+.2f} pts",
+        None if rc is None else abs(rc) <= T["retain_change_points"] + 1e-9,
+    )
 
     auc = _num(metrics.get("mia_auc"))
     lo, hi = T["mia_auc_center"] - T["mia_auc_tolerance"], T["mia_auc_center"] + T["mia_auc_tolerance"]
     ci_lo, ci_hi = _num(metrics.get("mia_auc_ci_low")), _num(metrics.get("mia_auc_ci_high"))
-    measured = _fmt(auc) if ci_lo is None or ci_hi is None else f"{_fmt(auc)} (95 % interval {_fmt(ci_lo, 2)}–{_fmt(ci_hi, 2)})"
-    add("Membership privacy", f"MIA AUC within {T['mia_auc_center']:.2f} ± {T['mia_auc_tolerance']:.2f}",
-        measured, None if auc is None else lo - 1e-12 <= auc <= hi + 1e-12)
+    measured = (
+        _fmt(auc)
+        if ci_lo is None or ci_hi is None
+        else f"{_fmt(auc)} (95 % interval {_fmt(ci_lo, 2)}–{_fmt(ci_hi, 2)})"
+    )
+    add(
+        "Membership privacy",
+        f"MIA AUC within {T['mia_auc_center']:.2f} ± {T['mia_auc_tolerance']:.2f}",
+        measured,
+        None if auc is None else lo - 1e-12 <= auc <= hi + 1e-12,
+    )
 
     cf = _num(metrics.get("changed_fraction"))
-    add("Minimal edit", f"changed-weight fraction ≤ {100 * T['changed_fraction_max']:.1f} %",
-        "n/a" if cf is None else f"{100 * cf:.4f} %", None if cf is None else cf <= T["changed_fraction_max"] + 1e-15)
+    add(
+        "Minimal edit",
+        f"changed-weight fraction ≤ {100 * T['changed_fraction_max']:.1f} %",
+        "n/a" if cf is None else f"{100 * cf:.4f} %",
+        None if cf is None else cf <= T["changed_fraction_max"] + 1e-15,
+    )
 
     states = [c["status"] for c in checks]
     if not finished or all(s == "n/a" for s in states):
@@ -360,6 +467,7 @@ def _verdict(metrics: dict[str, float], after_rows: list[dict], finished: bool) 
 
 def _concept_tables(h, before: list[dict], after: list[dict], targeted: set[str]) -> dict:
     """Per-concept accuracy before/after on trained-on items (forget + retain), plus L3/L2 roll-ups."""
+
     def members(rows):
         return [r for r in rows if r.get("split") in ("forget", "retain")]
 
@@ -378,17 +486,29 @@ def _concept_tables(h, before: list[dict], after: list[dict], targeted: set[str]
             lab = _concept_label(h, cid)
             ab, aa = _mean(d["before"]), _mean(d["after"])
             change = None if ab is None or aa is None else 100 * (aa - ab)
-            out.append({"concept_id": cid, "name": lab["name"], "path": lab["path"], "group": group,
-                        "n": max(len(d["before"]), len(d["after"])),
-                        "acc_before": ab, "acc_after": aa, "change_points": change,
-                        "acc_before_s": _pct(ab), "acc_after_s": _pct(aa),
-                        "change_s": "n/a" if change is None else f"{change:+.1f}"})
+            out.append(
+                {
+                    "concept_id": cid,
+                    "name": lab["name"],
+                    "path": lab["path"],
+                    "group": group,
+                    "n": max(len(d["before"]), len(d["after"])),
+                    "acc_before": ab,
+                    "acc_after": aa,
+                    "change_points": change,
+                    "acc_before_s": _pct(ab),
+                    "acc_after_s": _pct(aa),
+                    "change_s": "n/a" if change is None else f"{change:+.1f}",
+                }
+            )
         out.sort(key=lambda r: (0 if r["group"] == _TARGETED else 1, r["path"], r["concept_id"]))
         return out
 
-    return {"concept": table(lambda c: c),
-            "l3": table(lambda c: _rollup(h, c, 3)),
-            "l2": table(lambda c: _rollup(h, c, 2))}
+    return {
+        "concept": table(lambda c: c),
+        "l3": table(lambda c: _rollup(h, c, 3)),
+        "l2": table(lambda c: _rollup(h, c, 2)),
+    }
 
 
 def _example_probes(h, before: list[dict], after: list[dict], questions: dict[str, str]) -> dict:
@@ -402,14 +522,20 @@ def _example_probes(h, before: list[dict], after: list[dict], questions: dict[st
         for r in rows[:N_EXAMPLE_PROBES]:
             a = a_by.get(r["item_id"], {})
             lab = _concept_label(h, r.get("concept_id"))
-            picked.append({
-                "item_id": str(r["item_id"]), "concept_path": lab["path"],
-                "question": questions.get(str(r["item_id"])),
-                "answer": r.get("answer"),
-                "pred_before": r.get("pred"), "pred_after": a.get("pred"),
-                "correct_before": r.get("correct"), "correct_after": a.get("correct"),
-                "loss_before": _fmt(_num(r.get("loss"))), "loss_after": _fmt(_num(a.get("loss"))),
-            })
+            picked.append(
+                {
+                    "item_id": str(r["item_id"]),
+                    "concept_path": lab["path"],
+                    "question": questions.get(str(r["item_id"])),
+                    "answer": r.get("answer"),
+                    "pred_before": r.get("pred"),
+                    "pred_after": a.get("pred"),
+                    "correct_before": r.get("correct"),
+                    "correct_after": a.get("correct"),
+                    "loss_before": _fmt(_num(r.get("loss"))),
+                    "loss_after": _fmt(_num(a.get("loss"))),
+                }
+            )
         picked.sort(key=lambda p: p["item_id"])
         out[split] = picked
     return out
@@ -419,8 +545,16 @@ def _generation_pairs(gens: list[dict]) -> list[dict]:
     pairs: dict[str, dict] = {}
     for g in gens:
         pid = str(g["prompt_id"])
-        p = pairs.setdefault(pid, {"prompt_id": pid, "split": pid.split(":", 1)[0] if ":" in pid else "",
-                                   "prompt": g.get("prompt"), "before": None, "after": None})
+        p = pairs.setdefault(
+            pid,
+            {
+                "prompt_id": pid,
+                "split": pid.split(":", 1)[0] if ":" in pid else "",
+                "prompt": g.get("prompt"),
+                "before": None,
+                "after": None,
+            },
+        )
         if g.get("prompt") and not p["prompt"]:
             p["prompt"] = g["prompt"]
         if g.get("phase") in ("before", "after"):
@@ -435,9 +569,15 @@ def _events(store, run_id: str) -> list[dict]:
         if r.get("action") == "export_report":
             continue  # see module docstring: keeps the content hash stable across exports
         details = r.get("details")
-        out.append({"event_id": int(r["event_id"]), "ts": _ts(r.get("ts")), "actor": r.get("actor"),
-                    "action": r.get("action"),
-                    "details": "" if not details else json.dumps(_jsonable(details), sort_keys=True, ensure_ascii=False)})
+        out.append(
+            {
+                "event_id": int(r["event_id"]),
+                "ts": _ts(r.get("ts")),
+                "actor": r.get("actor"),
+                "action": r.get("action"),
+                "details": "" if not details else json.dumps(_jsonable(details), sort_keys=True, ensure_ascii=False),
+            }
+        )
     out.sort(key=lambda e: e["event_id"])
     return out
 
@@ -447,7 +587,7 @@ def _events(store, run_id: str) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 _RC = {
     "svg.hashsalt": "hdsu-audit",
-    "svg.fonttype": "none",          # text stays text: smaller, searchable, font-independent
+    "svg.fonttype": "none",  # text stays text: smaller, searchable, font-independent
     "font.family": "DejaVu Sans",
     "font.size": 8.5,
     "axes.spines.top": False,
@@ -458,17 +598,19 @@ _RC = {
 
 def _svg(fig) -> str:
     from matplotlib.backends.backend_svg import FigureCanvasSVG
+
     FigureCanvasSVG(fig)
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
     svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]  # drop the XML declaration and DOCTYPE for inline use
+    svg = svg[svg.index("<svg") :]  # drop the XML declaration and DOCTYPE for inline use
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
     return svg.strip()
 
 
 def _figure(w: float, h: float):
     from matplotlib.figure import Figure
+
     return Figure(figsize=(w, h), dpi=72)
 
 
@@ -485,8 +627,15 @@ def _chart_accuracy(acc: dict[str, dict[str, float | None]]) -> str | None:
         bars = ax.bar(xs, vals, width=w, color=_COLORS[ph], label=ph)
         for b, p in zip(bars, parts):
             v = acc[p][ph]
-            ax.annotate("n/a" if v is None else f"{100 * v:.1f}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                        ha="center", va="bottom", fontsize=7, xytext=(0, 1), textcoords="offset points")
+            ax.annotate(
+                "n/a" if v is None else f"{100 * v:.1f}",
+                (b.get_x() + b.get_width() / 2, b.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 1),
+                textcoords="offset points",
+            )
     ax.set_xticks(range(len(parts)), [p.capitalize() for p in parts])
     ax.set_ylim(0, 112)
     ax.set_ylabel("accuracy (%)")
@@ -501,8 +650,9 @@ def _chart_collateral(rows: list[dict]) -> str | None:
         return None
     if len(rows) > MAX_CHART_CONCEPTS:  # keep every targeted row, then the largest preserved moves
         tgt = [r for r in rows if r["group"] == _TARGETED]
-        pre = sorted((r for r in rows if r["group"] == _PRESERVED),
-                     key=lambda r: (-abs(r["change_points"]), r["concept_id"]))
+        pre = sorted(
+            (r for r in rows if r["group"] == _PRESERVED), key=lambda r: (-abs(r["change_points"]), r["concept_id"])
+        )
         keep = {id(r) for r in (tgt + pre)[:MAX_CHART_CONCEPTS]}
         rows = [r for r in rows if id(r) in keep]
     rows = list(reversed(rows))  # first row on top
@@ -515,9 +665,16 @@ def _chart_collateral(rows: list[dict]) -> str | None:
     ax.axvline(0, color="#333333", linewidth=0.8)
     ax.set_xlabel("accuracy change (percentage points)")
     from matplotlib.patches import Patch
-    ax.legend(handles=[Patch(color=_COLORS[_TARGETED], label="targeted"),
-                       Patch(color=_COLORS[_PRESERVED], label="preserved")],
-              frameon=False, fontsize=7.5, loc="lower right")
+
+    ax.legend(
+        handles=[
+            Patch(color=_COLORS[_TARGETED], label="targeted"),
+            Patch(color=_COLORS[_PRESERVED], label="preserved"),
+        ],
+        frameon=False,
+        fontsize=7.5,
+        loc="lower right",
+    )
     lim = max(5.0, max(abs(r["change_points"]) for r in rows) * 1.1)
     ax.set_xlim(-lim, lim)
     ax.set_title("Collateral map: accuracy change per concept", fontsize=9)
@@ -531,6 +688,7 @@ def _chart_mia(after: list[dict]) -> str | None:
     if not f and not h:
         return None
     import numpy as np
+
     allv = f + h
     lo, hi = min(allv), max(allv)
     if hi <= lo:
@@ -539,11 +697,23 @@ def _chart_mia(after: list[dict]) -> str | None:
     fig = _figure(6.2, 2.4)
     ax = fig.add_subplot(1, 1, 1)
     if f:
-        ax.hist(f, bins=bins, alpha=0.6, color=_COLORS["forget"], label=f"forget (n={len(f)})",
-                weights=np.full(len(f), 1.0 / len(f)))
+        ax.hist(
+            f,
+            bins=bins,
+            alpha=0.6,
+            color=_COLORS["forget"],
+            label=f"forget (n={len(f)})",
+            weights=np.full(len(f), 1.0 / len(f)),
+        )
     if h:
-        ax.hist(h, bins=bins, alpha=0.6, color=_COLORS["holdout"], label=f"never seen / holdout (n={len(h)})",
-                weights=np.full(len(h), 1.0 / len(h)))
+        ax.hist(
+            h,
+            bins=bins,
+            alpha=0.6,
+            color=_COLORS["holdout"],
+            label=f"never seen / holdout (n={len(h)})",
+            weights=np.full(len(h), 1.0 / len(h)),
+        )
     ax.set_xlabel("answer loss after unlearning")
     ax.set_ylabel("share of items")
     ax.legend(frameon=False, fontsize=7.5)
@@ -553,10 +723,13 @@ def _chart_mia(after: list[dict]) -> str | None:
 
 def _charts(ctx: dict, after: list[dict]) -> dict[str, str | None]:
     import matplotlib
+
     with matplotlib.rc_context(_RC):
-        return {"accuracy": _chart_accuracy(ctx["accuracy"]),
-                "collateral": _chart_collateral(ctx["collateral"]["concept"]),
-                "mia": _chart_mia(after)}
+        return {
+            "accuracy": _chart_accuracy(ctx["accuracy"]),
+            "collateral": _chart_collateral(ctx["collateral"]["concept"]),
+            "mia": _chart_mia(after),
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,8 +737,8 @@ def _charts(ctx: dict, after: list[dict]) -> dict[str, str | None]:
 # ---------------------------------------------------------------------------------------------
 STOP_REASONS = {
     "reached_target": "reached the target: the forget questions looked like never-seen ones "
-                      "(loss-attack AUC against held-back non-members at chance or below, and MCQ "
-                      "accuracy no better than theirs)",
+    "(loss-attack AUC against held-back non-members at chance or below, and MCQ "
+    "accuracy no better than theirs)",
     "max_steps": "used its whole step budget without reaching the target; the results show how far it got",
     "time_budget": "hit its time budget without reaching the target; the results show how far it got",
     "zero_gradient": "stopped because the update direction vanished",
@@ -589,22 +762,30 @@ def procedure_rows(info: Mapping[str, Any]) -> list[dict]:
     if info.get("steps") is not None:
         rows.append({"label": "Update steps", "value": str(info["steps"])})
     if info.get("mask_size") is not None and info.get("mask_fraction") is not None:
-        rows.append({"label": "Weights allowed to change",
-                     "value": f"{int(info['mask_size']):,} ({_pct(_num(info['mask_fraction']), 3)} of all weights)"})
+        rows.append(
+            {
+                "label": "Weights allowed to change",
+                "value": f"{int(info['mask_size']):,} ({_pct(_num(info['mask_fraction']), 3)} of all weights)",
+            }
+        )
     if info.get("repair_damaged_before") is not None:
         lost, left = int(info["repair_damaged_before"]), int(info.get("repair_damaged_after") or 0)
         if lost == 0:
             text = "No retained question that the original model answered was lost by the forget updates."
         else:
-            text = (f"{lost} retained question(s) that the original model answered were lost by the forget "
-                    f"updates; the retain repair restored {lost - left} of them in {int(info.get('repair_steps') or 0)} "
-                    f"step(s) on the same weights, re-checking the forgetting after every step.")
+            text = (
+                f"{lost} retained question(s) that the original model answered were lost by the forget "
+                f"updates; the retain repair restored {lost - left} of them in {int(info.get('repair_steps') or 0)} "
+                f"step(s) on the same weights, re-checking the forgetting after every step."
+            )
             if info.get("repair_reverted"):
                 text += " Its last step was undone because it weakened the forgetting."
         rows.append({"label": "Retain repair", "value": text})
     if info.get("settle_steps"):
-        text = (f"The forget questions had been pushed past never-seen ones (itself a sign they were "
-                f"removed); {int(info['settle_steps'])} settle step(s) brought them back to the never-seen level.")
+        text = (
+            f"The forget questions had been pushed past never-seen ones (itself a sign they were "
+            f"removed); {int(info['settle_steps'])} settle step(s) brought them back to the never-seen level."
+        )
         if info.get("settle_reverted"):
             text += " Its last step was undone because it let a forget question be answered again."
         rows.append({"label": "Settle", "value": text})
@@ -723,6 +904,7 @@ def _jsonable_context(ctx: dict) -> dict:
 
 def _env():
     import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2", "xml"), default=True),
@@ -736,33 +918,39 @@ def _env():
 def render_html(ctx: dict) -> str:
     """Render a context from :func:`report_context` (no store access, no audit event)."""
     from markupsafe import Markup
+
     css_path = TEMPLATE_DIR / "audit.css"
     css = css_path.read_text(encoding="utf-8") if css_path.exists() else ""
     charts = {k: (Markup(v) if v else None) for k, v in ctx["charts"].items()}  # our own SVG
     return _env().get_template(TEMPLATE_NAME).render(ctx=ctx, charts=charts, css=Markup(css))
 
 
-def build_html(store, run_id: str, hierarchy=None, *, actor: str = "system",
-               now: _dt.datetime | None = None, log: bool = True) -> str:
+def build_html(
+    store, run_id: str, hierarchy=None, *, actor: str = "system", now: _dt.datetime | None = None, log: bool = True
+) -> str:
     """The audit report as a standalone HTML document; logs ``export_report`` (format html)
     unless ``log=False`` (previews)."""
     ctx = report_context(store, run_id, hierarchy, now=now)
     html = render_html(ctx)
     if log:
-        store.log_event(actor, "export_report", run_id,
-                        {"format": "html", "sha256": ctx["sha256"], "report_id": ctx["report_id"]})
+        store.log_event(
+            actor, "export_report", run_id, {"format": "html", "sha256": ctx["sha256"], "report_id": ctx["report_id"]}
+        )
     return html
 
 
-def build_pdf(store, run_id: str, hierarchy=None, *, actor: str = "system",
-              now: _dt.datetime | None = None, log: bool = True) -> bytes:
+def build_pdf(
+    store, run_id: str, hierarchy=None, *, actor: str = "system", now: _dt.datetime | None = None, log: bool = True
+) -> bytes:
     """The audit report as PDF bytes (WeasyPrint); the PDF title carries the run id. Logs
     ``export_report`` (format pdf) unless ``log=False``."""
     from weasyprint import HTML
+
     ctx = report_context(store, run_id, hierarchy, now=now)
     html = render_html(ctx)
     pdf = HTML(string=html, base_url=str(TEMPLATE_DIR)).write_pdf()
     if log:
-        store.log_event(actor, "export_report", run_id,
-                        {"format": "pdf", "sha256": ctx["sha256"], "report_id": ctx["report_id"]})
+        store.log_event(
+            actor, "export_report", run_id, {"format": "pdf", "sha256": ctx["sha256"], "report_id": ctx["report_id"]}
+        )
     return pdf

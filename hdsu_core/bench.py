@@ -1,5 +1,6 @@
 """Benchmarks: every method on the same model and split, plus the retrain reference; printed as a
 table and stored in DuckDB (``bench_results``)."""
+
 from __future__ import annotations
 
 import time
@@ -8,8 +9,18 @@ from typing import Sequence
 from hdsu_core.audit import TARGETS as AUDIT_TARGETS
 from hdsu_core.engine import DEFAULT_FORGET, RunConfig, dataset_kind, new_run_id, retrain_reference, run_unlearning
 
-KEYS = ["forget_acc_before", "forget_acc_after", "retain_acc_before", "retain_acc_after",
-        "mia_auc", "mia_auc_ci_low", "mia_auc_ci_high", "mia_auc_mink", "changed_fraction", "seconds"]
+KEYS = [
+    "forget_acc_before",
+    "forget_acc_after",
+    "retain_acc_before",
+    "retain_acc_after",
+    "mia_auc",
+    "mia_auc_ci_low",
+    "mia_auc_ci_high",
+    "mia_auc_mink",
+    "changed_fraction",
+    "seconds",
+]
 
 
 # The engine issue's targets for one run, judged against the retrain reference of the same seed.
@@ -19,15 +30,19 @@ SECONDS_TARGET = 30.0
 
 def target_checks(row: dict, ref: dict | None) -> dict[str, bool | None]:
     """Which targets one bench row meets (None: cannot be judged, e.g. no retrain reference)."""
+
     def ok(v, cond):
         return None if v is None else bool(cond(v))
+
     T = AUDIT_TARGETS
     f_ref = None if ref is None else ref.get("forget_acc_after")
     return {
-        "forget": None if f_ref is None or row.get("forget_acc_after") is None else
-        100 * (row["forget_acc_after"] - f_ref) <= 100 * T["forget_margin"] + 1e-9,
-        "retain": None if row.get("retain_acc_after") is None or row.get("retain_acc_before") is None else
-        100 * (row["retain_acc_before"] - row["retain_acc_after"]) <= T["retain_change_points"] + 1e-9,
+        "forget": None
+        if f_ref is None or row.get("forget_acc_after") is None
+        else 100 * (row["forget_acc_after"] - f_ref) <= 100 * T["forget_margin"] + 1e-9,
+        "retain": None
+        if row.get("retain_acc_after") is None or row.get("retain_acc_before") is None
+        else 100 * (row["retain_acc_before"] - row["retain_acc_after"]) <= T["retain_change_points"] + 1e-9,
         "mia": ok(row.get("mia_auc"), lambda v: abs(v - T["mia_auc_center"]) <= T["mia_auc_tolerance"] + 1e-9),
         "changed": ok(row.get("changed_fraction"), lambda v: v <= T["changed_fraction_max"] + 1e-9),
         "time": ok(row.get("seconds"), lambda v: v <= SECONDS_TARGET),
@@ -43,40 +58,91 @@ def summarise_seeds(rows: list[dict]) -> list[dict]:
         groups.setdefault((r["dataset"], r["method"]), []).append(r)
     out = []
     for (ds, method), rs in groups.items():
+
         def mean(k):
             vals = [r[k] for r in rs if r.get(k) is not None]
             return sum(vals) / len(vals) if vals else None
+
         checks = [target_checks(r, refs.get((ds, r.get("seed")))) for r in rs]
         targets = {}
         for t in ("forget", "retain", "mia", "changed", "time"):
             judged = [c[t] for c in checks if c[t] is not None]
             targets[t] = f"{sum(judged)}/{len(judged)}" if judged else "-"
-        out.append({"dataset": ds, "method": method, "seed": "all", "runs": len(rs),
-                    "seeds": sorted(r.get("seed") for r in rs),
-                    "forget_acc_after": mean("forget_acc_after"), "retain_acc_after": mean("retain_acc_after"),
-                    "mia_auc": mean("mia_auc"), "seconds": mean("seconds"), "targets": targets})
+        out.append(
+            {
+                "dataset": ds,
+                "method": method,
+                "seed": "all",
+                "runs": len(rs),
+                "seeds": sorted(r.get("seed") for r in rs),
+                "forget_acc_after": mean("forget_acc_after"),
+                "retain_acc_after": mean("retain_acc_after"),
+                "mia_auc": mean("mia_auc"),
+                "seconds": mean("seconds"),
+                "targets": targets,
+            }
+        )
     return out
 
 
 def format_summary(summary: list[dict]) -> str:
-    head = ["dataset", "method", "runs", "forget_a", "retain_a", "mia_auc", "sec",
-            "forget<=retrain+5", "retain>=-2", "mia.50+-.05", "changed<=0.1%", "sec<=30"]
+    head = [
+        "dataset",
+        "method",
+        "runs",
+        "forget_a",
+        "retain_a",
+        "mia_auc",
+        "sec",
+        "forget<=retrain+5",
+        "retain>=-2",
+        "mia.50+-.05",
+        "changed<=0.1%",
+        "sec<=30",
+    ]
+
     def f(v, d=3):
         return "-" if v is None else f"{v:.{d}f}"
+
     table = [head]
     for r in summary:
         t = r["targets"]
-        table.append([str(r["dataset"])[:28], r["method"], str(r["runs"]), f(r["forget_acc_after"], 2),
-                      f(r["retain_acc_after"]), f(r["mia_auc"]), f(r["seconds"], 1),
-                      t["forget"], t["retain"], t["mia"], t["changed"], t["time"]])
+        table.append(
+            [
+                str(r["dataset"])[:28],
+                r["method"],
+                str(r["runs"]),
+                f(r["forget_acc_after"], 2),
+                f(r["retain_acc_after"]),
+                f(r["mia_auc"]),
+                f(r["seconds"], 1),
+                t["forget"],
+                t["retain"],
+                t["mia"],
+                t["changed"],
+                t["time"],
+            ]
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in table)
 
 
-def run_bench(datasets: Sequence[str], methods: Sequence[str], *, forget: list[str] | None = None,
-              seed: int = 0, store=None, progress=lambda p, f, m: None, retrain: bool = True,
-              limit: int | None = None, settings: dict | None = None, device: str = "auto",
-              dtype: str = "float32", model: str = "demo", inject: bool = False) -> list[dict]:
+def run_bench(
+    datasets: Sequence[str],
+    methods: Sequence[str],
+    *,
+    forget: list[str] | None = None,
+    seed: int = 0,
+    store=None,
+    progress=lambda p, f, m: None,
+    retrain: bool = True,
+    limit: int | None = None,
+    settings: dict | None = None,
+    device: str = "auto",
+    dtype: str = "float32",
+    model: str = "demo",
+    inject: bool = False,
+) -> list[dict]:
     rows = []
     bench_id = time.strftime("b%Y%m%d-%H%M%S") + (f"-s{seed}" if seed else "")
     for ds in datasets:
@@ -84,26 +150,62 @@ def run_bench(datasets: Sequence[str], methods: Sequence[str], *, forget: list[s
         ds_rows = []
         if retrain:
             progress("bench", 0.0, f"{ds}: retrain reference")
-            ref = retrain_reference(RunConfig(forget=sel, dataset=ds, seed=seed, limit=limit, model=model,
-                                              inject=inject, device=device), progress=progress)
-            ds_rows.append({"dataset": ds, "run_id": "", **{k: ref.get(k) for k in KEYS}, "method": "retrain",
-                            "forget": sel, "seed": seed})
+            ref = retrain_reference(
+                RunConfig(forget=sel, dataset=ds, seed=seed, limit=limit, model=model, inject=inject, device=device),
+                progress=progress,
+            )
+            ds_rows.append(
+                {
+                    "dataset": ds,
+                    "run_id": "",
+                    **{k: ref.get(k) for k in KEYS},
+                    "method": "retrain",
+                    "forget": sel,
+                    "seed": seed,
+                }
+            )
         for m in methods:
             progress("bench", 0.0, f"{ds}: {m}")
-            cfg = RunConfig(forget=sel, method=m, dataset=ds, seed=seed, limit=limit,
-                            settings=dict((settings or {}).get(m, {})), device=device, dtype=dtype,
-                            model=model, inject=inject)
+            cfg = RunConfig(
+                forget=sel,
+                method=m,
+                dataset=ds,
+                seed=seed,
+                limit=limit,
+                settings=dict((settings or {}).get(m, {})),
+                device=device,
+                dtype=dtype,
+                model=model,
+                inject=inject,
+            )
             run_id = new_run_id()
             if store is not None:
-                store.create_run(run_id, author="bench", method=m, model=cfg.model, dataset=ds,
-                                 forget_concepts=sel, config=cfg.to_dict(), config_hash=cfg.hash())
+                store.create_run(
+                    run_id,
+                    author="bench",
+                    method=m,
+                    model=cfg.model,
+                    dataset=ds,
+                    forget_concepts=sel,
+                    config=cfg.to_dict(),
+                    config_hash=cfg.hash(),
+                )
                 store.set_status(run_id, "running")
             r = run_unlearning(cfg, store=store, run_id=run_id, progress=progress)
             if store is not None:
                 store.set_status(run_id, "done")
-            ds_rows.append({"dataset": ds, "run_id": run_id, "method": m, "forget": sel, "seed": seed,
-                            **{k: r.get(k) for k in KEYS},
-                            "stopped": r["info"].get("stopped"), "steps": r["info"].get("steps")})
+            ds_rows.append(
+                {
+                    "dataset": ds,
+                    "run_id": run_id,
+                    "method": m,
+                    "forget": sel,
+                    "seed": seed,
+                    **{k: r.get(k) for k in KEYS},
+                    "stopped": r["info"].get("stopped"),
+                    "steps": r["info"].get("steps"),
+                }
+            )
         if store is not None:
             store.save_bench(bench_id, ds, ds_rows)
         rows.extend(ds_rows)
@@ -112,13 +214,43 @@ def run_bench(datasets: Sequence[str], methods: Sequence[str], *, forget: list[s
 
 def format_table(rows: list[dict]) -> str:
     several_seeds = len({r.get("seed") for r in rows}) > 1
-    cols = ["dataset"] + (["seed"] if several_seeds else []) + ["method", "forget_acc_before", "forget_acc_after", "retain_acc_before",
-            "retain_acc_after", "mia_auc", "mia_ci", "changed_fraction", "seconds"]
-    rows = [{**r, "mia_ci": None if r.get("mia_auc_ci_low") is None else
-             f"{r['mia_auc_ci_low']:.2f}-{r['mia_auc_ci_high']:.2f}"} for r in rows]
-    short = {"mia_ci": "mia_95%ci", "forget_acc_before": "forget_b", "forget_acc_after": "forget_a", "retain_acc_before": "retain_b",
-             "retain_acc_after": "retain_a", "mia_auc": "mia_auc", "changed_fraction": "changed",
-             "seconds": "sec", "dataset": "dataset", "method": "method", "seed": "seed"}
+    cols = (
+        ["dataset"]
+        + (["seed"] if several_seeds else [])
+        + [
+            "method",
+            "forget_acc_before",
+            "forget_acc_after",
+            "retain_acc_before",
+            "retain_acc_after",
+            "mia_auc",
+            "mia_ci",
+            "changed_fraction",
+            "seconds",
+        ]
+    )
+    rows = [
+        {
+            **r,
+            "mia_ci": None
+            if r.get("mia_auc_ci_low") is None
+            else f"{r['mia_auc_ci_low']:.2f}-{r['mia_auc_ci_high']:.2f}",
+        }
+        for r in rows
+    ]
+    short = {
+        "mia_ci": "mia_95%ci",
+        "forget_acc_before": "forget_b",
+        "forget_acc_after": "forget_a",
+        "retain_acc_before": "retain_b",
+        "retain_acc_after": "retain_a",
+        "mia_auc": "mia_auc",
+        "changed_fraction": "changed",
+        "seconds": "sec",
+        "dataset": "dataset",
+        "method": "method",
+        "seed": "seed",
+    }
 
     def fmt(k, v):
         if v is None:
@@ -130,6 +262,7 @@ def format_table(rows: list[dict]) -> str:
         if isinstance(v, float):
             return f"{v:.3f}"
         return str(v)[:28]
+
     table = [[short[c] for c in cols]] + [[fmt(c, r.get(c)) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in table)

@@ -3,6 +3,7 @@
 Errors the user can fix (unknown flag, missing file, bad value) print one line on stderr and exit
 non-zero, without a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,7 @@ def _emit(obj, as_json: bool, text: str | None = None) -> None:
 # ------------------------------------------------------------------------------------------------
 def cmd_hierarchy_validate(a) -> int:
     from hdsu_core.hierarchy import validate_data
+
     path = Path(a.path)
     if not path.exists():
         raise CliError(f"hierarchy file not found: {path}")
@@ -55,10 +57,10 @@ def cmd_hierarchy_validate(a) -> int:
 def cmd_hierarchy_show(a) -> int:
     from hdsu_core.hierarchy import Hierarchy
     from hdsu_core.paths import DEFAULT_HIERARCHY
+
     h = Hierarchy.load(a.path or DEFAULT_HIERARCHY)
     counts = h.level_counts()
-    info = {"name": h.name, "concepts": len(h), "levels": {str(k): v for k, v in counts.items()},
-            "roots": h.roots()}
+    info = {"name": h.name, "concepts": len(h), "levels": {str(k): v for k, v in counts.items()}, "roots": h.roots()}
     if a.json:
         _emit(info, True)
     else:
@@ -72,10 +74,12 @@ def cmd_hierarchy_show(a) -> int:
 
 def cmd_hierarchy_import(a) -> int:
     from hdsu_core.icd10 import import_branch
+
     h = import_branch(a.range)
     h.save(a.out)
-    print(json.dumps({"out": str(a.out), "concepts": len(h),
-                      "levels": {str(k): v for k, v in h.level_counts().items()}}))
+    print(
+        json.dumps({"out": str(a.out), "concepts": len(h), "levels": {str(k): v for k, v in h.level_counts().items()}})
+    )
     return 0
 
 
@@ -84,18 +88,25 @@ def cmd_hierarchy_import(a) -> int:
 # ------------------------------------------------------------------------------------------------
 def cmd_data_load(a) -> int:
     from hdsu_core import datasets
+
     rep = datasets.load(a.kind, a.path)
     by_source: dict[str, int] = {}
     for it in rep.items:
         by_source[it.source] = by_source.get(it.source, 0) + 1
-    info = {"path": str(a.path), "kind": a.kind, "items": len(rep.items), "skipped": len(rep.skipped),
-            "repaired": rep.repaired, "sources": by_source,
-            "skipped_rows": [{"row": s.row, "reason": s.reason} for s in rep.skipped[:a.show_skipped]]}
+    info = {
+        "path": str(a.path),
+        "kind": a.kind,
+        "items": len(rep.items),
+        "skipped": len(rep.skipped),
+        "repaired": rep.repaired,
+        "sources": by_source,
+        "skipped_rows": [{"row": s.row, "reason": s.reason} for s in rep.skipped[: a.show_skipped]],
+    }
     if a.json:
         _emit(info, True)
     else:
         print(f"{a.path}: {len(rep.items)} items, {len(rep.skipped)} skipped, {rep.repaired} repaired")
-        for s in rep.skipped[:a.show_skipped]:
+        for s in rep.skipped[: a.show_skipped]:
             print(f"  {s.file}:{s.row}: {s.reason}")
     return 0
 
@@ -105,6 +116,7 @@ def cmd_data_split(a) -> int:
     from hdsu_core.hierarchy import Hierarchy
     from hdsu_core.paths import DEFAULT_HIERARCHY
     from hdsu_core.tagging import make_split
+
     h = Hierarchy.load(a.hierarchy or DEFAULT_HIERARCHY)
     items = []
     for spec in a.dataset:
@@ -113,17 +125,28 @@ def cmd_data_split(a) -> int:
     s = sp.summary()
     # forget / retain count every item on each side of the selection; the holdout is a part of
     # each that the model is never trained on (the non-members of membership-inference tests).
-    info = {"forget": s["forget"] + s["holdout_forget"], "retain": s["retain"] + s["holdout_retain"],
-            "forget_trained": s["forget"], "forget_holdout": s["holdout_forget"],
-            "retain_trained": s["retain"], "retain_holdout": s["holdout_retain"],
-            "holdout": s["holdout"], "untagged": s["untagged"], "selected": s["selected"],
-            "targeted_concepts": len(sp.targeted), "seed": a.seed, "holdout_fraction": a.holdout,
-            "per_concept": {k: v for k, v in sorted(sp.counts.items())}}
+    info = {
+        "forget": s["forget"] + s["holdout_forget"],
+        "retain": s["retain"] + s["holdout_retain"],
+        "forget_trained": s["forget"],
+        "forget_holdout": s["holdout_forget"],
+        "retain_trained": s["retain"],
+        "retain_holdout": s["holdout_retain"],
+        "holdout": s["holdout"],
+        "untagged": s["untagged"],
+        "selected": s["selected"],
+        "targeted_concepts": len(sp.targeted),
+        "seed": a.seed,
+        "holdout_fraction": a.holdout,
+        "per_concept": {k: v for k, v in sorted(sp.counts.items())},
+    }
     if a.json:
         _emit(info, True)
     else:
-        print(f"forget {info['forget']} ({info['forget_holdout']} holdout)  retain {info['retain']} "
-              f"({info['retain_holdout']} holdout)  untagged {info['untagged']}")
+        print(
+            f"forget {info['forget']} ({info['forget_holdout']} holdout)  retain {info['retain']} "
+            f"({info['retain_holdout']} holdout)  untagged {info['untagged']}"
+        )
         for k, v in info["per_concept"].items():
             if k in sp.targeted:
                 print(f"  {k}: {v}")
@@ -168,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(fn=cmd_data_split)
 
     from hdsu_core import cli_audit, cli_engine  # run / bench / demo / worker; audit report
+
     cli_engine.register(sub)
     cli_audit.register(sub)
     return p
@@ -177,13 +201,20 @@ def main(argv: list[str] | None = None) -> int:
     from hdsu_core.datasets import DatasetError
     from hdsu_core.hierarchy import HierarchyError
     from hdsu_core.models import ModelError
+
     try:
         args = build_parser().parse_args(argv)
         return int(args.fn(args) or 0)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
-    except (HierarchyError, DatasetError, ModelError, OSError, ValueError) as e:  # OSError: e.g. a directory given as a file
+    except (
+        HierarchyError,
+        DatasetError,
+        ModelError,
+        OSError,
+        ValueError,
+    ) as e:  # OSError: e.g. a directory given as a file
         msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         print(f"error: {msg}", file=sys.stderr)
         return 1

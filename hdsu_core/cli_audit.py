@@ -4,6 +4,7 @@
 Errors (unknown run, ...) are raised as ``ValueError`` so that ``cli.main`` prints one line and
 exits 1.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,12 +15,14 @@ from hdsu_core.paths import atomic_write_bytes
 def cmd_audit_report(a) -> int:
     from hdsu_core import audit
     from hdsu_core.store import Store
+
     store = Store(a.db)
     if store.get_run(a.run_id) is None:  # before any work, and before the output file exists
         raise ValueError(f"unknown run {a.run_id}")
     hierarchy = None
     if a.hierarchy:
         from hdsu_core.hierarchy import Hierarchy
+
         hierarchy = Hierarchy.load(a.hierarchy)
     out = Path(a.out) if a.out else Path(f"{a.run_id}.audit.{a.format}")
     if a.format == "pdf":
@@ -33,6 +36,7 @@ def cmd_audit_report(a) -> int:
 
 def register(sub) -> None:
     from hdsu_core.cli import _Parser
+
     ap = sub.add_parser("audit", help="audit reports of runs")
     asub = ap.add_subparsers(dest="sub", required=True, parser_class=_Parser)
     x = asub.add_parser("report", help="write the HTML or PDF audit report of one run")

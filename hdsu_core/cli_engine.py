@@ -1,4 +1,5 @@
 """Engine commands of the CLI: run, bench, demo, worker, runs."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,11 +11,13 @@ def _progress(quiet: bool):
     def fn(phase: str, frac: float, msg: str) -> None:
         if not quiet:
             print(f"[{phase}] {frac * 100:5.1f}% {msg}", file=sys.stderr, flush=True)
+
     return fn
 
 
 def _store(db):
     from hdsu_core.store import Store
+
     return Store(db)
 
 
@@ -32,11 +35,36 @@ def _settings(items: list[str] | None) -> dict:
 
 
 def _headline(r: dict) -> dict:
-    keys = ["run_id", "method", "dataset", "model", "forget", "forget_acc_before", "forget_acc_after",
-            "retain_acc_before", "retain_acc_after", "holdout_acc_before", "holdout_acc_after", "mia_auc",
-            "mia_auc_ci_low", "mia_auc_ci_high", "mia_auc_before", "mia_auc_mink", "mia_resistance", "forgetting_rate", "knowledge_preservation",
-            "retain_change_points", "changed_fraction", "changed_weights", "total_weights", "ppl_before",
-            "ppl_after", "seconds", "unlearn_seconds", "steps"]
+    keys = [
+        "run_id",
+        "method",
+        "dataset",
+        "model",
+        "forget",
+        "forget_acc_before",
+        "forget_acc_after",
+        "retain_acc_before",
+        "retain_acc_after",
+        "holdout_acc_before",
+        "holdout_acc_after",
+        "mia_auc",
+        "mia_auc_ci_low",
+        "mia_auc_ci_high",
+        "mia_auc_before",
+        "mia_auc_mink",
+        "mia_resistance",
+        "forgetting_rate",
+        "knowledge_preservation",
+        "retain_change_points",
+        "changed_fraction",
+        "changed_weights",
+        "total_weights",
+        "ppl_before",
+        "ppl_after",
+        "seconds",
+        "unlearn_seconds",
+        "steps",
+    ]
     out = {k: r.get(k) for k in keys if k in r}
     out["stopped"] = r.get("info", {}).get("stopped")
     out["device"] = r.get("info", {}).get("device")
@@ -46,19 +74,40 @@ def _headline(r: dict) -> dict:
 
 def cmd_run(a) -> int:
     from hdsu_core.engine import RunConfig, check_settings, run_unlearning
+
     forget = [f for f in (a.forget or "").split(",") if f.strip()]
-    cfg = RunConfig(forget=forget, method=a.method, model=a.model, dataset=a.dataset, seed=a.seed,
-                    hierarchy=a.hierarchy, settings=_settings(a.set), limit=a.limit, inject=a.inject,
-                    device=a.device, dtype=a.dtype)
+    cfg = RunConfig(
+        forget=forget,
+        method=a.method,
+        model=a.model,
+        dataset=a.dataset,
+        seed=a.seed,
+        hierarchy=a.hierarchy,
+        settings=_settings(a.set),
+        limit=a.limit,
+        inject=a.inject,
+        device=a.device,
+        dtype=a.dtype,
+    )
     # An unknown method, a typo in --set or a missing GPU fails here, before a run row exists.
     check_settings(cfg.method, cfg.settings)
     from hdsu_core.models import resolve_compute
+
     resolve_compute(cfg.device, cfg.dtype)
     store = _store(a.db)
     from hdsu_core.engine import new_run_id
+
     run_id = new_run_id()
-    store.create_run(run_id, author=a.author, method=cfg.method, model=cfg.model, dataset=cfg.dataset,
-                     forget_concepts=forget, config=cfg.to_dict(), config_hash=cfg.hash())
+    store.create_run(
+        run_id,
+        author=a.author,
+        method=cfg.method,
+        model=cfg.model,
+        dataset=cfg.dataset,
+        forget_concepts=forget,
+        config=cfg.to_dict(),
+        config_hash=cfg.hash(),
+    )
     store.set_status(run_id, "running")
     try:
         r = run_unlearning(cfg, store=store, run_id=run_id, progress=_progress(a.quiet))
@@ -79,12 +128,14 @@ def cmd_run(a) -> int:
 def cmd_bench(a) -> int:
     from hdsu_core.bench import format_summary, format_table, run_bench, summarise_seeds
     from hdsu_core.methods import available
+
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in available()]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; available: {', '.join(available())}")
     forget = [f for f in (a.forget or "").split(",") if f.strip()] or None
     from hdsu_core.models import resolve_compute
+
     resolve_compute(a.device, a.dtype)  # a missing GPU fails before any work
     seeds = [a.seed]
     if a.seeds:
@@ -95,9 +146,20 @@ def cmd_bench(a) -> int:
     store = _store(a.db)
     rows = []
     for seed in seeds:
-        rows += run_bench(a.dataset or ["demo"], methods, forget=forget, seed=seed, store=store,
-                          progress=_progress(a.quiet), retrain=not a.no_retrain, limit=a.limit,
-                          device=a.device, dtype=a.dtype, model=a.model, inject=a.inject)
+        rows += run_bench(
+            a.dataset or ["demo"],
+            methods,
+            forget=forget,
+            seed=seed,
+            store=store,
+            progress=_progress(a.quiet),
+            retrain=not a.no_retrain,
+            limit=a.limit,
+            device=a.device,
+            dtype=a.dtype,
+            model=a.model,
+            inject=a.inject,
+        )
     summary = summarise_seeds(rows) if len(seeds) > 1 else []
     if a.json:
         print(json.dumps(rows + summary, indent=2, default=str))
@@ -112,15 +174,25 @@ def cmd_bench(a) -> int:
 def cmd_demo(a) -> int:
     from hdsu_core.engine import RunConfig, run_unlearning
     from hdsu_core.models import build_demo_model
+
     prog = _progress(False)
     b = build_demo_model(progress=prog)
     print(f"demo model: {b.path} ({b.n_params():,} parameters, train acc {b.meta.get('train_acc')})", file=sys.stderr)
     store = _store(a.db)
     from hdsu_core.engine import new_run_id
+
     run_id = new_run_id()
     cfg = RunConfig(forget=a.forget.split(","), method="hdsu")
-    store.create_run(run_id, author="demo", method="hdsu", model="demo", dataset="demo",
-                     forget_concepts=cfg.forget, config=cfg.to_dict(), config_hash=cfg.hash())
+    store.create_run(
+        run_id,
+        author="demo",
+        method="hdsu",
+        model="demo",
+        dataset="demo",
+        forget_concepts=cfg.forget,
+        config=cfg.to_dict(),
+        config_hash=cfg.hash(),
+    )
     store.set_status(run_id, "running")
     r = run_unlearning(cfg, store=store, run_id=run_id, progress=prog)
     store.set_status(run_id, "done")
@@ -130,11 +202,13 @@ def cmd_demo(a) -> int:
 
 def cmd_worker(a) -> int:
     from hdsu_core.jobs import worker_main
+
     return worker_main(a.run_id, a.db)
 
 
 def register(sub) -> None:
     from hdsu_core.cli import _Parser
+
     x = sub.add_parser("run", help="one unlearning run")
     x.add_argument("--model", default="demo", help="demo (embedded) or a local HF model directory / .gguf file")
     x.add_argument("--method", default="hdsu", help="hdsu, grad_ascent, grad_diff or npo (default hdsu)")
@@ -145,10 +219,15 @@ def register(sub) -> None:
     x.add_argument("--seed", type=int, default=0, help="seed of the split and the method (default 0)")
     x.add_argument("--limit", type=int, help="use a deterministic sample of N items")
     x.add_argument("--inject", action="store_true", help="fine-tune --model on the dataset first")
-    x.add_argument("--device", default="auto", help="auto (a CUDA GPU when torch sees one, else the CPU), "
-                   "cpu, cuda or cuda:N")
-    x.add_argument("--dtype", default="float32", help="weight precision of the run: float32 (default) or "
-                   "bfloat16 (half the memory of a large model; losses and updates stay float32)")
+    x.add_argument(
+        "--device", default="auto", help="auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
+    )
+    x.add_argument(
+        "--dtype",
+        default="float32",
+        help="weight precision of the run: float32 (default) or "
+        "bfloat16 (half the memory of a large model; losses and updates stay float32)",
+    )
     x.add_argument("--set", action="append", metavar="KEY=VALUE", help="method setting (repeatable)")
     x.add_argument("--author", default="cli", help="name recorded in the audit trail")
     x.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -158,20 +237,37 @@ def register(sub) -> None:
     x = sub.add_parser("bench", help="all methods + retrain reference on the same split")
     x.add_argument("--dataset", action="append", help="demo or KIND:PATH (repeatable)")
     x.add_argument("--methods", default="hdsu,grad_ascent,grad_diff,npo", help="comma-separated method names")
-    x.add_argument("--forget", default="", help="concept ids (default: surgery for medmcqa, "
-                   "anxiety,depression,trauma for mhqa, anxiety for demo)")
+    x.add_argument(
+        "--forget",
+        default="",
+        help="concept ids (default: surgery for medmcqa, anxiety,depression,trauma for mhqa, anxiety for demo)",
+    )
     x.add_argument("--db", help="DuckDB file for the results (default var/hdsu.duckdb or $HDSU_DB)")
     x.add_argument("--seed", type=int, default=0, help="seed of the split and the methods (default 0)")
-    x.add_argument("--seeds", help="several seeds, comma-separated (e.g. 0,1,2): every seed is a split and, on "
-                   "the demo, a demo model of its own; adds a table of targets met over the seeds")
+    x.add_argument(
+        "--seeds",
+        help="several seeds, comma-separated (e.g. 0,1,2): every seed is a split and, on "
+        "the demo, a demo model of its own; adds a table of targets met over the seeds",
+    )
     x.add_argument("--limit", type=int, help="use a deterministic sample of N items per dataset")
     x.add_argument("--no-retrain", action="store_true", help="skip the retrain reference")
-    x.add_argument("--model", default="demo", help="demo (a tiny model trained on each dataset) or a local HF "
-                   "model directory / .gguf file")
-    x.add_argument("--inject", action="store_true", help="fine-tune --model on each dataset first; its retrain "
-                   "reference is then the same fine-tune without the forget items")
-    x.add_argument("--device", default="auto", help="device of the unlearning runs: auto, cpu, cuda or cuda:N "
-                   "(a tiny model's retrain reference trains on the CPU; with --inject on this device)")
+    x.add_argument(
+        "--model",
+        default="demo",
+        help="demo (a tiny model trained on each dataset) or a local HF model directory / .gguf file",
+    )
+    x.add_argument(
+        "--inject",
+        action="store_true",
+        help="fine-tune --model on each dataset first; its retrain "
+        "reference is then the same fine-tune without the forget items",
+    )
+    x.add_argument(
+        "--device",
+        default="auto",
+        help="device of the unlearning runs: auto, cpu, cuda or cuda:N "
+        "(a tiny model's retrain reference trains on the CPU; with --inject on this device)",
+    )
     x.add_argument("--dtype", default="float32", help="weight precision of the unlearning runs: float32 or bfloat16")
     x.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

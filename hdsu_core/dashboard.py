@@ -4,6 +4,7 @@ Pure functions over hdsu_core objects returning plain Python, pandas or plotly o
 pages stay thin and this module is unit-testable. Never imports streamlit; contains no SQL
 (everything persistent goes through :class:`hdsu_core.store.Store`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,15 +23,20 @@ from hdsu_core.tagging import rollup_counts
 # ---------------------------------------------------------------------------------------------
 # Palette: forget = red/orange, preserved = blue/green, levels = calm blues/teals.
 # ---------------------------------------------------------------------------------------------
-FORGET = "#d9480f"          # selected concept
-FORGET_LIGHT = "#ff922b"    # descendant of a selected concept
+FORGET = "#d9480f"  # selected concept
+FORGET_LIGHT = "#ff922b"  # descendant of a selected concept
 PRESERVED = "#1c7ed6"
 PRESERVED_LIGHT = "#d0ebff"
 GOOD = "#2f9e44"
 LEVEL_COLORS = {1: "#0b7285", 2: "#1098ad", 3: "#66d9e8", 4: "#c5f6fa"}
-STATUS_ICONS = {"queued": "⏳ queued", "running": "▶️ running", "done": "✅ done",
-                "failed": "❌ failed", "cancelled": "⏹️ cancelled"}
-LARGE_HIERARCHY = 1500      # above this many concepts the sunburst shows 3 rings at a time
+STATUS_ICONS = {
+    "queued": "⏳ queued",
+    "running": "▶️ running",
+    "done": "✅ done",
+    "failed": "❌ failed",
+    "cancelled": "⏹️ cancelled",
+}
+LARGE_HIERARCHY = 1500  # above this many concepts the sunburst shows 3 rings at a time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,10 +88,17 @@ def toggle_selection(selected: Sequence[str], cid: str, add: bool) -> list[str]:
     return cur + [cid] if add else cur
 
 
-def hierarchy_figure(h: Hierarchy, selected: Iterable[str] = (), *, color_by: str = "selection",
-                     values: Mapping[str, float] | None = None, kind: str = "sunburst",
-                     maxdepth: int | None = None, height: int = 620,
-                     arrays: dict[str, list] | None = None) -> go.Figure:
+def hierarchy_figure(
+    h: Hierarchy,
+    selected: Iterable[str] = (),
+    *,
+    color_by: str = "selection",
+    values: Mapping[str, float] | None = None,
+    kind: str = "sunburst",
+    maxdepth: int | None = None,
+    height: int = 620,
+    arrays: dict[str, list] | None = None,
+) -> go.Figure:
     """The hierarchy as a sunburst (or icicle). ``color_by``: "level" or "selection" (selected in
     red, descendants orange, the rest blue by level). ``values`` (e.g. item counts) sizes segments
     when given; otherwise every concept gets equal weight. Built from plain lists for speed."""
@@ -104,10 +117,12 @@ def hierarchy_figure(h: Hierarchy, selected: Iterable[str] = (), *, color_by: st
     role_text = [roles.get(cid, "") for cid in a["ids"]]
     custom = list(zip(a["ids"], level_names, role_text))
     trace_kw: dict[str, Any] = dict(
-        ids=a["ids"], labels=a["labels"], parents=a["parents"], customdata=custom,
+        ids=a["ids"],
+        labels=a["labels"],
+        parents=a["parents"],
+        customdata=custom,
         marker=dict(colors=colors, line=dict(color="white", width=0.6)),
-        hovertemplate="<b>%{label}</b><br>%{customdata[1]}<br>id: %{customdata[0]}"
-                      "<br>%{customdata[2]}<extra></extra>",
+        hovertemplate="<b>%{label}</b><br>%{customdata[1]}<br>id: %{customdata[0]}<br>%{customdata[2]}<extra></extra>",
         insidetextorientation="radial" if kind == "sunburst" else None,
     )
     if values is not None:
@@ -166,10 +181,20 @@ def concept_options(h: Hierarchy) -> dict[str, str]:
 
 def concept_details(h: Hierarchy, cid: str) -> dict:
     c = h.concept(cid)
-    return {"id": c.id, "name": c.name, "level": c.level, "level_name": LEVEL_NAMES.get(c.level, ""),
-            "path": h.path_str(cid), "parent": c.parent, "children": h.children(cid),
-            "n_descendants": len(h.descendants(cid)), "terms": list(c.terms),
-            "matchers": list(c.matchers), "codes": dict(c.codes), "description": c.description}
+    return {
+        "id": c.id,
+        "name": c.name,
+        "level": c.level,
+        "level_name": LEVEL_NAMES.get(c.level, ""),
+        "path": h.path_str(cid),
+        "parent": c.parent,
+        "children": h.children(cid),
+        "n_descendants": len(h.descendants(cid)),
+        "terms": list(c.terms),
+        "matchers": list(c.matchers),
+        "codes": dict(c.codes),
+        "description": c.description,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,9 +204,11 @@ def dataset_choices(shared: Path | None = None) -> dict[str, str]:
     """Label -> dataset spec: the embedded demo KB plus the real benchmarks found under SHARED_DATA."""
     shared = Path(shared) if shared is not None else paths.SHARED_DATA
     out = {"Demo knowledge base (embedded)": "demo"}
-    found = [("MedMCQA dev", "medmcqa", shared / "medmcqa" / "dev.jsonl"),
-             ("MHQA gold", "mhqa", shared / "mhqa" / "mhqa_gold.csv"),
-             ("MHQA-B validation", "mhqa_b", shared / "mhqa" / "mhqa_b_val.csv")]
+    found = [
+        ("MedMCQA dev", "medmcqa", shared / "medmcqa" / "dev.jsonl"),
+        ("MHQA gold", "mhqa", shared / "mhqa" / "mhqa_gold.csv"),
+        ("MHQA-B validation", "mhqa_b", shared / "mhqa" / "mhqa_b_val.csv"),
+    ]
     for label, kind, p in found:
         if p.is_file():
             out[label] = f"{kind}:{p}"
@@ -191,6 +218,7 @@ def dataset_choices(shared: Path | None = None) -> dict[str, str]:
 def spec_mtime(spec: str) -> float:
     """Modification time of a dataset spec's file (cache key); 0 when unknown."""
     from hdsu_core.datasets import DatasetError, parse_dataset_spec
+
     try:
         _, p = parse_dataset_spec(spec)
         return p.stat().st_mtime
@@ -225,8 +253,13 @@ def concept_item_counts(h: Hierarchy, cid: str, counts_by_dataset: Mapping[str, 
     sub = h.subtree(cid)
     rows = []
     for name, counts in counts_by_dataset.items():
-        rows.append({"dataset": name, "tagged here": int(counts.get(cid, 0)),
-                     "in subtree": int(sum(v for k, v in counts.items() if k in sub))})
+        rows.append(
+            {
+                "dataset": name,
+                "tagged here": int(counts.get(cid, 0)),
+                "in subtree": int(sum(v for k, v in counts.items() if k in sub)),
+            }
+        )
     return pd.DataFrame(rows, columns=["dataset", "tagged here", "in subtree"])
 
 
@@ -236,30 +269,57 @@ def split_table(h: Hierarchy, split) -> pd.DataFrame:
     rows = []
     for s in split.selected:
         c = rolled.get(s, {"forget": 0, "retain": 0, "holdout": 0})
-        rows.append({"concept": h.concept(s).name, "id": s, "level": h.concept(s).level,
-                     "forget": c["forget"], "retain": c["retain"], "holdout": c["holdout"]})
+        rows.append(
+            {
+                "concept": h.concept(s).name,
+                "id": s,
+                "level": h.concept(s).level,
+                "forget": c["forget"],
+                "retain": c["retain"],
+                "holdout": c["holdout"],
+            }
+        )
     return pd.DataFrame(rows, columns=["concept", "id", "level", "forget", "retain", "holdout"])
 
 
 def split_totals(split) -> dict[str, int]:
     s = split.summary()
-    return {"forget": s["forget"], "retain": s["retain"], "holdout": s["holdout"],
-            "holdout_forget": s["holdout_forget"], "untagged": s["untagged"]}
+    return {
+        "forget": s["forget"],
+        "retain": s["retain"],
+        "holdout": s["holdout"],
+        "holdout_forget": s["holdout_forget"],
+        "untagged": s["untagged"],
+    }
 
 
 def collateral_table(h: Hierarchy, warnings: list[dict]) -> pd.DataFrame:
-    rows = [{"term": w["term"],
-             "forgotten with": ", ".join(h.concept(c).name for c in w["targeted"]),
-             "also used by (preserved)": ", ".join(h.concept(c).name for c in w["preserved"])}
-            for w in warnings]
+    rows = [
+        {
+            "term": w["term"],
+            "forgotten with": ", ".join(h.concept(c).name for c in w["targeted"]),
+            "also used by (preserved)": ", ".join(h.concept(c).name for c in w["preserved"]),
+        }
+        for w in warnings
+    ]
     return pd.DataFrame(rows, columns=["term", "forgotten with", "also used by (preserved)"])
 
 
 # ---------------------------------------------------------------------------------------------
 # Methods and models
 # ---------------------------------------------------------------------------------------------
-KEY_SETTINGS = ("lr", "max_steps", "mask_fraction", "step_norm", "beta", "retain_weight",
-                "concept_weight", "time_budget_s", "kl_weight", "stop_auc")
+KEY_SETTINGS = (
+    "lr",
+    "max_steps",
+    "mask_fraction",
+    "step_norm",
+    "beta",
+    "retain_weight",
+    "concept_weight",
+    "time_budget_s",
+    "kl_weight",
+    "stop_auc",
+)
 
 
 def key_settings(defaults: Mapping[str, Any], limit: int = 6) -> dict[str, Any]:
@@ -276,6 +336,7 @@ def key_settings(defaults: Mapping[str, Any], limit: int = 6) -> dict[str, Any]:
 def demo_model_status() -> dict:
     """Whether the embedded demo model is already built in the model cache (and its stats)."""
     from hdsu_core.models import DEMO_RECIPE
+
     root = paths.home() / "models"
     best = None
     if root.is_dir():
@@ -309,6 +370,7 @@ def _is_missing(v: Any) -> bool:
 def elapsed_s(run: Mapping[str, Any], now=None) -> float | None:
     """Seconds from start (or creation) to finish (or now); store timestamps are naive UTC."""
     import datetime as dt
+
     start = run.get("started_at")
     if _is_missing(start):
         start = run.get("created_at")
@@ -340,13 +402,25 @@ def run_procedure(run: Mapping[str, Any] | None) -> list[dict]:
     """How a finished run went, in words (the same lines as the audit report): why it stopped,
     its update steps, the weight budget and what the retain repair restored."""
     from hdsu_core.audit import procedure_rows, run_info
+
     return procedure_rows(run_info(run))
 
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     """History table for the Runs page (newest first)."""
-    cols = ["run", "status", "method", "dataset", "forget", "author", "created", "elapsed", "phase",
-            "progress", "reason"]
+    cols = [
+        "run",
+        "status",
+        "method",
+        "dataset",
+        "forget",
+        "author",
+        "created",
+        "elapsed",
+        "phase",
+        "progress",
+        "reason",
+    ]
     if runs is None or runs.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -354,15 +428,21 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
         rd = r.to_dict()
         fc = rd.get("forget_concepts") or []
         ds = str(rd.get("dataset") or "")
-        rows.append({
-            "run": rd["run_id"], "status": STATUS_ICONS.get(rd.get("status"), rd.get("status")),
-            "method": rd.get("method"), "dataset": dataset_label(ds),
-            "forget": ", ".join(fc) if isinstance(fc, list) else str(fc),
-            "author": rd.get("author"), "created": rd.get("created_at"),
-            "elapsed": fmt_seconds(elapsed_s(rd)), "phase": rd.get("phase") or "",
-            "progress": float(rd.get("progress") or 0.0),
-            "reason": "" if _is_missing(rd.get("error")) else str(rd.get("error")),
-        })
+        rows.append(
+            {
+                "run": rd["run_id"],
+                "status": STATUS_ICONS.get(rd.get("status"), rd.get("status")),
+                "method": rd.get("method"),
+                "dataset": dataset_label(ds),
+                "forget": ", ".join(fc) if isinstance(fc, list) else str(fc),
+                "author": rd.get("author"),
+                "created": rd.get("created_at"),
+                "elapsed": fmt_seconds(elapsed_s(rd)),
+                "phase": rd.get("phase") or "",
+                "progress": float(rd.get("progress") or 0.0),
+                "reason": "" if _is_missing(rd.get("error")) else str(rd.get("error")),
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -384,20 +464,26 @@ def run_label(run: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 def headline(m: Mapping[str, float]) -> dict[str, str]:
     """Compact headline strings for a run (Overview table)."""
+
     def arrow(a, b):
         return f"{fmt_pct(m.get(a))} → {fmt_pct(m.get(b))}" if a in m or b in m else "–"
-    return {"forget acc": arrow("forget_acc_before", "forget_acc_after"),
-            "retain acc": arrow("retain_acc_before", "retain_acc_after"),
-            "MIA AUC": "–" if m.get("mia_auc") is None else f"{m['mia_auc']:.3f}",
-            "changed": fmt_pct(m.get("changed_fraction")),
-            "time": fmt_seconds(m.get("seconds"))}
+
+    return {
+        "forget acc": arrow("forget_acc_before", "forget_acc_after"),
+        "retain acc": arrow("retain_acc_before", "retain_acc_after"),
+        "MIA AUC": "–" if m.get("mia_auc") is None else f"{m['mia_auc']:.3f}",
+        "changed": fmt_pct(m.get("changed_fraction")),
+        "time": fmt_seconds(m.get("seconds")),
+    }
 
 
 def metric_cards(m: Mapping[str, float]) -> list[dict]:
     """Cards for the Compare page: label, value, delta (string or None), delta colour, help."""
+
     def g(k):
         v = m.get(k)
         return None if v is None or _is_missing(v) else float(v)
+
     fa, fb = g("forget_acc_after"), g("forget_acc_before")
     ra, rb = g("retain_acc_after"), g("retain_acc_before")
     fr = g("forgetting_rate") if g("forgetting_rate") is not None else (None if fa is None else 1 - fa)
@@ -409,23 +495,48 @@ def metric_cards(m: Mapping[str, float]) -> list[dict]:
     ci_lo, ci_hi = g("mia_auc_ci_low"), g("mia_auc_ci_high")
     ci = "" if ci_lo is None or ci_hi is None else f" 95 % interval after: {ci_lo:.2f}–{ci_hi:.2f}."
     cards = [
-        {"label": "Forgetting rate (FR)", "value": fmt_pct(fr),
-         "delta": None if fa is None or fb is None else f"forget acc {fmt_pct(fb)} → {fmt_pct(fa)}",
-         "delta_color": "off", "help": "1 − accuracy on the forget set after unlearning (higher is better)"},
-        {"label": "Knowledge preserved (KP)", "value": fmt_pct(kp),
-         "delta": None if rb is None else f"from {fmt_pct(rb)}", "delta_color": "off",
-         "help": "Accuracy on the retain set after unlearning (higher is better)"},
-        {"label": "Retain change", "value": "–" if rc is None else f"{rc:+.1f} pts",
-         "delta": None if rc is None else f"{rc:+.1f}", "delta_color": "normal",
-         "help": "Change of retain accuracy in percentage points (0 is ideal)"},
-        {"label": "MIA AUC", "value": "–" if mia is None else f"{mia:.3f}",
-         "delta": None if mia is None or mia_b is None else f"{mia - mia_b:+.3f}", "delta_color": "off",
-         "help": "Membership-inference AUC on forget vs holdout losses (0.5 = indistinguishable)." + ci},
-        {"label": "Weights changed", "value": fmt_pct(g("changed_fraction")), "delta": None,
-         "delta_color": "off", "help": "Fraction of parameters that changed"},
-        {"label": "Time", "value": fmt_seconds(g("seconds")), "delta": None, "delta_color": "off",
-         "help": "Wall time of the whole run (unlearning alone: "
-                 f"{fmt_seconds(g('unlearn_seconds'))})"},
+        {
+            "label": "Forgetting rate (FR)",
+            "value": fmt_pct(fr),
+            "delta": None if fa is None or fb is None else f"forget acc {fmt_pct(fb)} → {fmt_pct(fa)}",
+            "delta_color": "off",
+            "help": "1 − accuracy on the forget set after unlearning (higher is better)",
+        },
+        {
+            "label": "Knowledge preserved (KP)",
+            "value": fmt_pct(kp),
+            "delta": None if rb is None else f"from {fmt_pct(rb)}",
+            "delta_color": "off",
+            "help": "Accuracy on the retain set after unlearning (higher is better)",
+        },
+        {
+            "label": "Retain change",
+            "value": "–" if rc is None else f"{rc:+.1f} pts",
+            "delta": None if rc is None else f"{rc:+.1f}",
+            "delta_color": "normal",
+            "help": "Change of retain accuracy in percentage points (0 is ideal)",
+        },
+        {
+            "label": "MIA AUC",
+            "value": "–" if mia is None else f"{mia:.3f}",
+            "delta": None if mia is None or mia_b is None else f"{mia - mia_b:+.3f}",
+            "delta_color": "off",
+            "help": "Membership-inference AUC on forget vs holdout losses (0.5 = indistinguishable)." + ci,
+        },
+        {
+            "label": "Weights changed",
+            "value": fmt_pct(g("changed_fraction")),
+            "delta": None,
+            "delta_color": "off",
+            "help": "Fraction of parameters that changed",
+        },
+        {
+            "label": "Time",
+            "value": fmt_seconds(g("seconds")),
+            "delta": None,
+            "delta_color": "off",
+            "help": f"Wall time of the whole run (unlearning alone: {fmt_seconds(g('unlearn_seconds'))})",
+        },
     ]
     return cards
 
@@ -433,8 +544,16 @@ def metric_cards(m: Mapping[str, float]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # Probe results: per-question table, collateral map, MIA histograms, generations
 # ---------------------------------------------------------------------------------------------
-QUESTION_COLS = ["item_id", "split", "concept_id", "correct_before", "correct_after", "change",
-                 "loss_before", "loss_after"]
+QUESTION_COLS = [
+    "item_id",
+    "split",
+    "concept_id",
+    "correct_before",
+    "correct_after",
+    "change",
+    "loss_before",
+    "loss_after",
+]
 
 
 def per_question(probes: pd.DataFrame) -> pd.DataFrame:
@@ -450,15 +569,16 @@ def per_question(probes: pd.DataFrame) -> pd.DataFrame:
     cb = df["correct_before"].astype("boolean")
     ca = df["correct_after"].astype("boolean")
     change = pd.Series("unchanged", index=df.index, dtype=object)
-    change[(cb == True) & (ca == False)] = "lost"   # noqa: E712 - nullable booleans
+    change[(cb == True) & (ca == False)] = "lost"  # noqa: E712 - nullable booleans
     change[(cb == False) & (ca == True)] = "gained"  # noqa: E712
     change[cb.isna() | ca.isna()] = "missing"
     df["correct_before"], df["correct_after"], df["change"] = cb, ca, change
     return df[QUESTION_COLS].sort_values(["split", "concept_id", "item_id"]).reset_index(drop=True)
 
 
-def filter_questions(df: pd.DataFrame, concepts: Iterable[str] | None = None,
-                     splits: Iterable[str] | None = None, change: str = "all") -> pd.DataFrame:
+def filter_questions(
+    df: pd.DataFrame, concepts: Iterable[str] | None = None, splits: Iterable[str] | None = None, change: str = "all"
+) -> pd.DataFrame:
     """``change``: all | changed | unchanged | lost | gained."""
     out = df
     concepts = list(concepts or [])
@@ -506,8 +626,17 @@ def collateral_map(h: Hierarchy, probes: pd.DataFrame, splits: Iterable[str] | N
         ab = t["c_before"] / t["n_before"] if t["n_before"] else float("nan")
         aa = t["c_after"] / t["n_after"] if t["n_after"] else float("nan")
         c = h.concept(cid)
-        rows.append({"concept_id": cid, "name": c.name, "level": c.level, "n": max(t["n_before"], t["n_after"]),
-                     "acc_before": ab, "acc_after": aa, "change_pts": 100 * (aa - ab)})
+        rows.append(
+            {
+                "concept_id": cid,
+                "name": c.name,
+                "level": c.level,
+                "n": max(t["n_before"], t["n_after"]),
+                "acc_before": ab,
+                "acc_after": aa,
+                "change_pts": 100 * (aa - ab),
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -516,8 +645,12 @@ def collateral_figure(h: Hierarchy, cmap: pd.DataFrame, selected: Iterable[str] 
     blue = kept/gained), sized by item count. Selected concepts are outlined."""
     if cmap is None or cmap.empty:
         fig = go.Figure()
-        fig.update_layout(height=120, annotations=[dict(text="no probe results", showarrow=False)],
-                          xaxis_visible=False, yaxis_visible=False)
+        fig.update_layout(
+            height=120,
+            annotations=[dict(text="no probe results", showarrow=False)],
+            xaxis_visible=False,
+            yaxis_visible=False,
+        )
         return fig
     present = set(cmap["concept_id"])
     ids, labels, parents, vals, colors, custom = [], [], [], [], [], []
@@ -534,20 +667,42 @@ def collateral_figure(h: Hierarchy, cmap: pd.DataFrame, selected: Iterable[str] 
         vals.append(int(r["n"]))
         ch = float(r["change_pts"])
         colors.append(0.0 if math.isnan(ch) else ch)
-        custom.append((cid, fmt_pct(r["acc_before"]), fmt_pct(r["acc_after"]),
-                       "–" if math.isnan(ch) else f"{ch:+.1f}", "forget target" if cid in sel else ""))
+        custom.append(
+            (
+                cid,
+                fmt_pct(r["acc_before"]),
+                fmt_pct(r["acc_after"]),
+                "–" if math.isnan(ch) else f"{ch:+.1f}",
+                "forget target" if cid in sel else "",
+            )
+        )
     lim = max(10.0, max(abs(v) for v in colors) if colors else 10.0)
-    fig = go.Figure(go.Sunburst(
-        ids=ids, labels=labels, parents=parents, values=vals, branchvalues="total", customdata=custom,
-        marker=dict(colors=colors, colorscale=[[0, FORGET], [0.5, "#f1f3f5"], [1, PRESERVED]],
-                    cmin=-lim, cmax=lim, cmid=0, showscale=True,
-                    colorbar=dict(title="Δ acc (pts)", thickness=12),
-                    line=dict(color=["#000000" if i in sel else "white" for i in ids],
-                              width=[2.5 if i in sel else 0.6 for i in ids])),
-        hovertemplate="<b>%{label}</b><br>%{value} items<br>before %{customdata[1]} → after %{customdata[2]}"
-                      "<br>change %{customdata[3]} pts<br>%{customdata[4]}<extra></extra>",
-        insidetextorientation="radial",
-    ))
+    fig = go.Figure(
+        go.Sunburst(
+            ids=ids,
+            labels=labels,
+            parents=parents,
+            values=vals,
+            branchvalues="total",
+            customdata=custom,
+            marker=dict(
+                colors=colors,
+                colorscale=[[0, FORGET], [0.5, "#f1f3f5"], [1, PRESERVED]],
+                cmin=-lim,
+                cmax=lim,
+                cmid=0,
+                showscale=True,
+                colorbar=dict(title="Δ acc (pts)", thickness=12),
+                line=dict(
+                    color=["#000000" if i in sel else "white" for i in ids],
+                    width=[2.5 if i in sel else 0.6 for i in ids],
+                ),
+            ),
+            hovertemplate="<b>%{label}</b><br>%{value} items<br>before %{customdata[1]} → after %{customdata[2]}"
+            "<br>change %{customdata[3]} pts<br>%{customdata[4]}<extra></extra>",
+            insidetextorientation="radial",
+        )
+    )
     fig.update_layout(margin=dict(t=10, l=10, r=10, b=10), height=height)
     return fig
 
@@ -555,18 +710,30 @@ def collateral_figure(h: Hierarchy, cmap: pd.DataFrame, selected: Iterable[str] 
 def mia_figure(probes: pd.DataFrame) -> go.Figure:
     """Loss histograms: forget (members) vs holdout (non-members), before and after."""
     from plotly.subplots import make_subplots
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Before unlearning", "After unlearning"),
-                        shared_yaxes=True)
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Before unlearning", "After unlearning"), shared_yaxes=True)
     colors = {"forget": FORGET, "holdout": PRESERVED, "retain": GOOD}
     if probes is not None and not probes.empty:
         for col, phase in enumerate(("before", "after"), start=1):
             for split in ("forget", "holdout"):
                 v = probes[(probes["phase"] == phase) & (probes["split"] == split)]["loss"].dropna()
-                fig.add_trace(go.Histogram(x=v.astype(float).tolist(), name=split, legendgroup=split,
-                                           showlegend=col == 1, marker_color=colors[split], opacity=0.6,
-                                           histnorm="probability", nbinsx=30), row=1, col=col)
-    fig.update_layout(barmode="overlay", height=330, margin=dict(t=40, l=10, r=10, b=10),
-                      legend=dict(orientation="h", y=-0.2))
+                fig.add_trace(
+                    go.Histogram(
+                        x=v.astype(float).tolist(),
+                        name=split,
+                        legendgroup=split,
+                        showlegend=col == 1,
+                        marker_color=colors[split],
+                        opacity=0.6,
+                        histnorm="probability",
+                        nbinsx=30,
+                    ),
+                    row=1,
+                    col=col,
+                )
+    fig.update_layout(
+        barmode="overlay", height=330, margin=dict(t=40, l=10, r=10, b=10), legend=dict(orientation="h", y=-0.2)
+    )
     fig.update_xaxes(title_text="answer loss (NLL)")
     return fig
 
@@ -591,6 +758,7 @@ def generations_side_by_side(gen: pd.DataFrame) -> pd.DataFrame:
 def load_working(store) -> tuple[Hierarchy, int | None]:
     """Latest stored hierarchy version, or data/hierarchy.json when none is stored yet."""
     from hdsu_core.hierarchy import load_default
+
     latest = store.latest_hierarchy_version()
     if latest is None:
         return load_default(), None
@@ -599,6 +767,7 @@ def load_working(store) -> tuple[Hierarchy, int | None]:
 
 def base_hierarchy(store, version: int | None) -> Hierarchy:
     from hdsu_core.hierarchy import load_default
+
     if version is None:
         return load_default()
     return Hierarchy.from_dict(store.get_hierarchy_version(version)["hierarchy"])
@@ -610,20 +779,33 @@ def save_hierarchy(store, working: Hierarchy, base_version: int | None, author: 
     latest = store.latest_hierarchy_version()
     latest_id = None if latest is None else int(latest["version_id"])
     if latest_id != base_version:
-        return {"ok": False, "version": latest_id, "diff": None, "summary": "",
-                "error": f"The hierarchy changed since you loaded it (you started from "
-                         f"{'the default file' if base_version is None else f'version {base_version}'}, "
-                         f"latest is version {latest_id} by {latest['author'] if latest else '?'}). "
-                         f"Reload to get the latest version, then redo your edit."}
+        return {
+            "ok": False,
+            "version": latest_id,
+            "diff": None,
+            "summary": "",
+            "error": f"The hierarchy changed since you loaded it (you started from "
+            f"{'the default file' if base_version is None else f'version {base_version}'}, "
+            f"latest is version {latest_id} by {latest['author'] if latest else '?'}). "
+            f"Reload to get the latest version, then redo your edit.",
+        }
     base = base_hierarchy(store, base_version)
     diff = base.diff(working)
     summary = diff_summary(diff)
     if summary == "no changes" and base_version is not None:
-        return {"ok": False, "version": latest_id, "diff": diff, "summary": summary, "error": "Nothing to save: no changes."}
-    vid = store.save_hierarchy_version(working.to_dict(), author=author or "anonymous",
-                                       message=message or summary, diff=diff)
-    store.log_event(author or "anonymous", "save_hierarchy", None,
-                    {"version": vid, "message": message, "summary": summary})
+        return {
+            "ok": False,
+            "version": latest_id,
+            "diff": diff,
+            "summary": summary,
+            "error": "Nothing to save: no changes.",
+        }
+    vid = store.save_hierarchy_version(
+        working.to_dict(), author=author or "anonymous", message=message or summary, diff=diff
+    )
+    store.log_event(
+        author or "anonymous", "save_hierarchy", None, {"version": vid, "message": message, "summary": summary}
+    )
     return {"ok": True, "version": vid, "diff": diff, "summary": summary, "error": None}
 
 
@@ -644,8 +826,10 @@ def hierarchy_json(h: Hierarchy) -> str:
 
 
 def violations_table(violations: Iterable[Violation]) -> pd.DataFrame:
-    return pd.DataFrame([{"kind": v.kind, "concepts": ", ".join(v.concept_ids), "problem": v.message}
-                         for v in violations], columns=["kind", "concepts", "problem"])
+    return pd.DataFrame(
+        [{"kind": v.kind, "concepts": ", ".join(v.concept_ids), "problem": v.message} for v in violations],
+        columns=["kind", "concepts", "problem"],
+    )
 
 
 def merge_branch(h: Hierarchy, branch: Hierarchy, mode: str = "add") -> Hierarchy:
@@ -675,6 +859,7 @@ def merge_branch(h: Hierarchy, branch: Hierarchy, mode: str = "add") -> Hierarch
 
 def new_concept_id(h: Hierarchy, name: str) -> str:
     from hdsu_core.hierarchy import slugify
+
     base = slugify(name)
     cid, i = base, 2
     while cid in h:
@@ -707,14 +892,22 @@ def synthetic_hierarchy(n: int = 5000, fanout: tuple[int, int, int] = (10, 10, 1
             count += 1
             for c in range(fanout[1]):
                 s = f"{m}.{c}"
-                concepts.append({"id": s, "name": f"Topic {a}.{b}.{c}", "level": 3, "parent": m,
-                                 "terms": [f"topic{a}x{b}x{c}"]})
+                concepts.append(
+                    {"id": s, "name": f"Topic {a}.{b}.{c}", "level": 3, "parent": m, "terms": [f"topic{a}x{b}x{c}"]}
+                )
                 count += 1
                 for d in range(fanout[2]):
                     if count >= n:
                         break
-                    concepts.append({"id": f"{s}.{d}", "name": f"Detail {a}.{b}.{c}.{d}", "level": 4,
-                                     "parent": s, "terms": [f"detail{a}x{b}x{c}x{d}"]})
+                    concepts.append(
+                        {
+                            "id": f"{s}.{d}",
+                            "name": f"Detail {a}.{b}.{c}.{d}",
+                            "level": 4,
+                            "parent": s,
+                            "terms": [f"detail{a}x{b}x{c}x{d}"],
+                        }
+                    )
                     count += 1
     return Hierarchy.from_dict({"format": "hdsu-hierarchy/1", "name": "synthetic", "concepts": concepts})
 
@@ -723,8 +916,11 @@ def device_options() -> dict[str, str]:
     """Devices a run can be launched on, value -> label: auto, the CPU and every CUDA GPU torch
     sees (none on a CPU-only machine, so the form never offers a device that is not there)."""
     import torch
-    out = {"auto": "auto (GPU if visible, else CPU)" if torch.cuda.is_available() else "auto (CPU: no GPU visible)",
-           "cpu": "CPU"}
+
+    out = {
+        "auto": "auto (GPU if visible, else CPU)" if torch.cuda.is_available() else "auto (CPU: no GPU visible)",
+        "cpu": "CPU",
+    }
     for i in range(torch.cuda.device_count()):
         out[f"cuda:{i}"] = f"cuda:{i} ({torch.cuda.get_device_name(i)})"
     return out

@@ -14,6 +14,7 @@ Policy (see docs/data_formats.md for the full contract):
 
 This module never imports streamlit.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,11 +34,11 @@ from . import paths
 
 @dataclass(frozen=True)
 class QAItem:
-    id: str                      # unique within a dataset, stable
+    id: str  # unique within a dataset, stable
     question: str
-    options: tuple[str, ...]     # >= 2 options
-    answer: int                  # 0-based index into options
-    source: str                  # "medmcqa" | "mhqa" | "mhqa_b" | "generic" | "demo"
+    options: tuple[str, ...]  # >= 2 options
+    answer: int  # 0-based index into options
+    source: str  # "medmcqa" | "mhqa" | "mhqa_b" | "generic" | "demo"
     labels: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -49,6 +50,7 @@ class QAItem:
 # Report types
 # --------------------------------------------------------------------------------------------
 
+
 class DatasetError(Exception):
     """A whole file cannot be loaded (missing, unreadable, wrong columns, no usable rows...)."""
 
@@ -56,7 +58,7 @@ class DatasetError(Exception):
 @dataclass
 class SkippedRow:
     file: str
-    row: int        # JSONL/CSV: physical 1-based line number (CSV header is line 1); JSON array: 1-based element
+    row: int  # JSONL/CSV: physical 1-based line number (CSV header is line 1); JSON array: 1-based element
     reason: str
 
     def __str__(self) -> str:
@@ -69,9 +71,9 @@ class LoadReport:
     kind: str
     items: list[QAItem]
     skipped: list[SkippedRow]
-    repaired: int                                    # text fields changed by ftfy
-    warnings: list[SkippedRow] = field(default_factory=list)   # kept rows with a remark
-    encoding: str = "utf-8"                          # "utf-8", "cp1252", "latin-1" or "mixed"
+    repaired: int  # text fields changed by ftfy
+    warnings: list[SkippedRow] = field(default_factory=list)  # kept rows with a remark
+    encoding: str = "utf-8"  # "utf-8", "cp1252", "latin-1" or "mixed"
 
     def summary(self) -> str:
         reasons: dict[str, int] = {}
@@ -79,9 +81,11 @@ class LoadReport:
             key = s.reason.split(":")[0]
             reasons[key] = reasons.get(key, 0) + 1
         why = "; ".join(f"{n}x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-        return (f"{self.kind} {self.path}: {len(self.items)} items, {len(self.skipped)} skipped"
-                f"{' (' + why + ')' if why else ''}, {self.repaired} text fields repaired,"
-                f" {len(self.warnings)} warnings")
+        return (
+            f"{self.kind} {self.path}: {len(self.items)} items, {len(self.skipped)} skipped"
+            f"{' (' + why + ')' if why else ''}, {self.repaired} text fields repaired,"
+            f" {len(self.warnings)} warnings"
+        )
 
 
 class _RowError(Exception):
@@ -94,13 +98,13 @@ MEDMCQA_OPTION_KEYS = ("opa", "opb", "opc", "opd")
 
 # Conservative ftfy: fix mojibake and control characters, but do not rewrite legitimate
 # typography (curly quotes, ligatures, full-width characters).
-_FTFY = ftfy.TextFixerConfig(uncurl_quotes=False, fix_latin_ligatures=False,
-                             fix_character_width=False)
+_FTFY = ftfy.TextFixerConfig(uncurl_quotes=False, fix_latin_ligatures=False, fix_character_width=False)
 
 
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
+
 
 class _Fixer:
     """Applies ftfy to text fields and counts changes for one row (committed when kept)."""
@@ -169,13 +173,13 @@ def _duplicate_option_warning(options: tuple[str, ...], answer: int) -> str | No
     if len(set(keys)) == len(keys):
         return None
     dup_answer = keys.count(keys[answer]) > 1
-    return ("duplicate option texts" + (" (the correct option's text appears more than once)"
-                                        if dup_answer else ""))
+    return "duplicate option texts" + (" (the correct option's text appears more than once)" if dup_answer else "")
 
 
 # --------------------------------------------------------------------------------------------
 # Reading files
 # --------------------------------------------------------------------------------------------
+
 
 def _read_text(path: Path) -> tuple[str, str]:
     """Decode a file line by line: UTF-8, else cp1252, else latin-1. Returns (text, encoding).
@@ -205,7 +209,7 @@ def _read_text(path: Path) -> tuple[str, str]:
     used: set[str] = set()
     parts: list[str] = []
     for line in data.split(b"\n"):
-        for enc in ("utf-8", "cp1252", "latin-1"):   # latin-1 decodes any byte
+        for enc in ("utf-8", "cp1252", "latin-1"):  # latin-1 decodes any byte
             try:
                 parts.append(line.decode(enc))
             except UnicodeDecodeError:
@@ -233,7 +237,7 @@ def _iter_json_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if isinstance(data, list):
-            yield from enumerate(data, start=1)        # a JSON array (pretty-printed or not)
+            yield from enumerate(data, start=1)  # a JSON array (pretty-printed or not)
             return
         if error is not None and not any(_is_json_object(ln) for ln in lines[:50]):
             # No line is a record on its own: a broken (pretty-printed) JSON document, not JSONL.
@@ -291,14 +295,16 @@ def _read_csv(path: Path, text: str) -> tuple[list[str], Iterator[tuple[int, dic
                 return
             except csv.Error as exc:
                 yield start, _RowError(f"malformed CSV ({exc})")
-                if reader.line_num < start:   # no progress: give up on the rest
+                if reader.line_num < start:  # no progress: give up on the rest
                     return
                 continue
             if not any(v.strip() for v in values):
                 continue
-            if len(values) > len(header) and any(v.strip() for v in values[len(header):]):
-                yield start, _RowError(f"row has {len(values)} fields but the header has {len(header)}"
-                                       " (unquoted delimiter?)")
+            if len(values) > len(header) and any(v.strip() for v in values[len(header) :]):
+                yield (
+                    start,
+                    _RowError(f"row has {len(values)} fields but the header has {len(header)} (unquoted delimiter?)"),
+                )
                 continue
             if len(values) < len(header):
                 yield start, _RowError(f"row has {len(values)} fields but the header has {len(header)}")
@@ -318,6 +324,7 @@ def _require_columns(path: Path, header: Iterable[str], required: Iterable[str],
 # --------------------------------------------------------------------------------------------
 # Row assembly shared by all loaders
 # --------------------------------------------------------------------------------------------
+
 
 class _Builder:
     def __init__(self, path: Path, kind: str, encoding: str) -> None:
@@ -371,15 +378,24 @@ class _Builder:
     def report(self) -> LoadReport:
         if not self.items:
             detail = f"; first problem: {self.skipped[0]}" if self.skipped else ""
-            raise DatasetError(f"{self.path}: no usable rows for kind {self.kind!r}"
-                               f" ({len(self.skipped)} skipped{detail})")
-        return LoadReport(path=str(self.path), kind=self.kind, items=self.items, skipped=self.skipped,
-                          repaired=self.fix.total, warnings=self.warnings, encoding=self.encoding)
+            raise DatasetError(
+                f"{self.path}: no usable rows for kind {self.kind!r} ({len(self.skipped)} skipped{detail})"
+            )
+        return LoadReport(
+            path=str(self.path),
+            kind=self.kind,
+            items=self.items,
+            skipped=self.skipped,
+            repaired=self.fix.total,
+            warnings=self.warnings,
+            encoding=self.encoding,
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # MedMCQA
 # --------------------------------------------------------------------------------------------
+
 
 def _medmcqa_raw_answer(rec: dict) -> tuple[str, Any]:
     for key in ("cop", "answer_idx", "label", "answer_index"):
@@ -431,14 +447,18 @@ def _decide_cop_base(records: list[tuple[int, Any]], cop_base: str | int, path: 
         has_zero |= value == 0
         has_top |= value == n
     if has_zero and has_top:
-        raise DatasetError(f"{path}: 'cop' contains both 0 and the last option number, so it is neither"
-                           " 0-based nor 1-based; pass cop_base=0 or cop_base=1")
+        raise DatasetError(
+            f"{path}: 'cop' contains both 0 and the last option number, so it is neither"
+            " 0-based nor 1-based; pass cop_base=0 or cop_base=1"
+        )
     if has_zero:
         return 0, None
     if has_top:
         return 1, None
-    return 0, ("cop base ambiguous (no cop is 0 or the last option number): treated as 0-based;"
-               " pass cop_base=1 for the original 1-based release")
+    return 0, (
+        "cop base ambiguous (no cop is 0 or the last option number): treated as 0-based;"
+        " pass cop_base=1 for the original 1-based release"
+    )
 
 
 def _load_medmcqa(path: Path, *, cop_base: str | int = "auto") -> LoadReport:
@@ -495,8 +515,10 @@ def _detect_mhqa(path: Path, header: list[str]) -> str:
         return "mhqa_b"
     if MHQA_GOLD_NUMBER in cols:
         return "mhqa_gold"
-    raise DatasetError(f"{path}: not an MHQA file: found neither {MHQA_GOLD_NUMBER!r} (gold) nor"
-                       f" {MHQA_B_NUMBER!r} (MHQA-B) among columns {', '.join(header)}")
+    raise DatasetError(
+        f"{path}: not an MHQA file: found neither {MHQA_GOLD_NUMBER!r} (gold) nor"
+        f" {MHQA_B_NUMBER!r} (MHQA-B) among columns {', '.join(header)}"
+    )
 
 
 def _parse_bool(value: str) -> bool | None:
@@ -558,8 +580,10 @@ def _load_mhqa(path: Path, kind: str = "mhqa", *, answer_conflict: str = "skip")
             if _norm_answer_text(options[answer]) != key:
                 matches = [i for i, o in enumerate(options) if _norm_answer_text(o) == key]
                 if len(matches) == 1:
-                    msg = (f"{number_col} {number} ({options[answer]!r}) disagrees with {text_col}"
-                           f" {given!r} (option {matches[0] + 1})")
+                    msg = (
+                        f"{number_col} {number} ({options[answer]!r}) disagrees with {text_col}"
+                        f" {given!r} (option {matches[0] + 1})"
+                    )
                     if answer_conflict == "skip":
                         raise _RowError(msg)
                     if answer_conflict == "text":
@@ -661,7 +685,8 @@ def _load_generic(path: Path, kind: str = "generic") -> LoadReport:
     text, enc = _read_text(path)
     b = _Builder(path, kind, enc)
     if path.suffix.lower() in (".csv", ".tsv") or (
-            path.suffix.lower() not in (".jsonl", ".json", ".ndjson") and not text.lstrip().startswith(("{", "["))):
+        path.suffix.lower() not in (".jsonl", ".json", ".ndjson") and not text.lstrip().startswith(("{", "["))
+    ):
         header, rows = _read_csv(path, text)
         _require_columns(path, header, ["question", "option_a", "option_b", "answer"], f"{kind} CSV")
         opt_cols = [c for c in GENERIC_OPTION_COLS if c in header]
@@ -693,6 +718,7 @@ def _load_generic(path: Path, kind: str = "generic") -> LoadReport:
 # Public entry points
 # --------------------------------------------------------------------------------------------
 
+
 def load(kind: str, path: str | Path | None = None, **options: Any) -> LoadReport:
     """Load a dataset file of ``kind`` (one of :data:`KINDS`).
 
@@ -707,8 +733,12 @@ def load(kind: str, path: str | Path | None = None, **options: Any) -> LoadRepor
             raise DatasetError(f"no path given for dataset kind {kind!r}")
         path = paths.DEMO_KB
     p = Path(path).expanduser()
-    allowed = {"medmcqa": {"cop_base"}, "mhqa": {"answer_conflict"}, "mhqa_gold": {"answer_conflict"},
-               "mhqa_b": {"answer_conflict"}}.get(kind, set())
+    allowed = {
+        "medmcqa": {"cop_base"},
+        "mhqa": {"answer_conflict"},
+        "mhqa_gold": {"answer_conflict"},
+        "mhqa_b": {"answer_conflict"},
+    }.get(kind, set())
     unknown = set(options) - allowed
     if unknown:
         raise TypeError(f"load({kind!r}) got unexpected option(s): {', '.join(sorted(unknown))}")

@@ -5,6 +5,7 @@ attributes. One item is generated per (concept, attribute): the fact is the corr
 distractors are the same attribute's answers of *other* concepts, drawn with ``random.Random(seed)``.
 ``python -m hdsu_core.demo_kb`` regenerates ``data/demo_kb.jsonl``.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def _hierarchy_ids(hierarchy_path: Path) -> set[str]:
     return {c["id"] for c in data.get("concepts", [])}
 
 
-def generate(facts_path=paths.DEMO_FACTS, hierarchy_path=paths.DEFAULT_HIERARCHY,
-             seed: int = 0, n_options: int = 4) -> list[QAItem]:
+def generate(
+    facts_path=paths.DEMO_FACTS, hierarchy_path=paths.DEFAULT_HIERARCHY, seed: int = 0, n_options: int = 4
+) -> list[QAItem]:
     """One item per (concept, attribute), in facts order then attribute order; fully deterministic."""
     if n_options < 2:
         raise ValueError("n_options must be >= 2")
@@ -72,20 +74,27 @@ def generate(facts_path=paths.DEMO_FACTS, hierarchy_path=paths.DEFAULT_HIERARCHY
                 raise ValueError(f"attribute {attr!r}: too few distinct answers for {n_options} options")
             options = [answer] + rng.sample(pool, n_options - 1)
             rng.shuffle(options)
-            items.append(QAItem(
-                id=f"demo-{f['concept_id']}-{attr}",
-                question=template.format(name=f["name"]),
-                options=tuple(options),
-                answer=options.index(answer),
-                source="demo",
-                labels={"concept_id": f["concept_id"], "attribute": attr},
-            ))
+            items.append(
+                QAItem(
+                    id=f"demo-{f['concept_id']}-{attr}",
+                    question=template.format(name=f["name"]),
+                    options=tuple(options),
+                    answer=options.index(answer),
+                    source="demo",
+                    labels={"concept_id": f["concept_id"], "attribute": attr},
+                )
+            )
     return items
 
 
 def _row(item: QAItem) -> dict:
-    return {"id": item.id, "question": item.question, "options": list(item.options),
-            "answer": item.answer, "labels": dict(item.labels)}
+    return {
+        "id": item.id,
+        "question": item.question,
+        "options": list(item.options),
+        "answer": item.answer,
+        "labels": dict(item.labels),
+    }
 
 
 def write_jsonl(items, path=paths.DEMO_KB) -> Path:
@@ -107,13 +116,22 @@ def load(path=paths.DEMO_KB) -> list[QAItem]:
             answer = int(row["answer"])
             if len(options) < 2 or not 0 <= answer < len(options):
                 raise ValueError(f"{path}:{n}: bad options/answer")
-            items.append(QAItem(id=row["id"], question=row["question"], options=options,
-                                answer=answer, source="demo", labels=dict(row.get("labels", {}))))
+            items.append(
+                QAItem(
+                    id=row["id"],
+                    question=row["question"],
+                    options=options,
+                    answer=answer,
+                    source="demo",
+                    labels=dict(row.get("labels", {})),
+                )
+            )
     return items
 
 
 def main(argv=None) -> int:
     import argparse
+
     ap = argparse.ArgumentParser(description="Regenerate the demo knowledge base JSONL.")
     ap.add_argument("--facts", default=str(paths.DEMO_FACTS))
     ap.add_argument("--hierarchy", default=str(paths.DEFAULT_HIERARCHY))

@@ -1,6 +1,7 @@
 """One unlearning run end to end: data + hierarchy -> split -> probes before -> unlearn ->
 probes after -> metrics -> DuckDB. Used by the CLI, the worker process and the benchmark.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,9 +19,19 @@ from hdsu_core.datasets import QAItem, load_spec
 from hdsu_core.hierarchy import Hierarchy
 from hdsu_core.methods import UnlearnContext, get_method
 from hdsu_core.methods.base import Cancelled
-from hdsu_core.models import (DEMO_RECIPE, ModelBundle, build_demo_model, clone_model, device_label,
-                              inject_knowledge, load_model, member_items, prepare_device, resolve_compute,
-                              set_seed)
+from hdsu_core.models import (
+    DEMO_RECIPE,
+    ModelBundle,
+    build_demo_model,
+    clone_model,
+    device_label,
+    inject_knowledge,
+    load_model,
+    member_items,
+    prepare_device,
+    resolve_compute,
+    set_seed,
+)
 from hdsu_core.probes import generate, perplexity, score_mcq
 from hdsu_core.tagging import Split, Tagger, is_member, make_split
 
@@ -28,33 +39,51 @@ ProgressFn = Callable[[str, float, str], None]
 
 # Default forget selections for the public benchmarks (issue: MedMCQA Surgery; MHQA Anxiety,
 # Depression, Trauma with OCD retained) and for the demo knowledge base.
-DEFAULT_FORGET = {"demo": ["anxiety"], "medmcqa": ["surgery"], "mhqa": ["anxiety", "depression", "trauma"],
-                  "mhqa_gold": ["anxiety", "depression", "trauma"], "mhqa_b": ["anxiety", "depression", "trauma"],
-                  "generic": []}
+DEFAULT_FORGET = {
+    "demo": ["anxiety"],
+    "medmcqa": ["surgery"],
+    "mhqa": ["anxiety", "depression", "trauma"],
+    "mhqa_gold": ["anxiety", "depression", "trauma"],
+    "mhqa_b": ["anxiety", "depression", "trauma"],
+    "generic": [],
+}
 # Knowledge-injection recipes for real datasets: longer questions need a slightly larger tiny model.
-INJECT_RECIPE = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256, "vocab": 6000,
-                 "lr": 3e-3, "batch": 32, "max_epochs": 40, "target_acc": 0.95, "seed": 0,
-                 "holdout_fraction": 0.2, "max_len": 64, "version": 2, "eval_every": 5,
-                 "time_budget_s": 900}
+INJECT_RECIPE = {
+    "hidden": 128,
+    "layers": 2,
+    "heads": 4,
+    "intermediate": 256,
+    "vocab": 6000,
+    "lr": 3e-3,
+    "batch": 32,
+    "max_epochs": 40,
+    "target_acc": 0.95,
+    "seed": 0,
+    "holdout_fraction": 0.2,
+    "max_len": 64,
+    "version": 2,
+    "eval_every": 5,
+    "time_budget_s": 900,
+}
 
 
 @dataclass
 class RunConfig:
     forget: list[str]
     method: str = "hdsu"
-    model: str = "demo"              # "demo" or a local HF directory / .gguf file
-    dataset: str = "demo"            # "demo" or KIND:PATH
-    hierarchy: str | None = None     # JSON path; None = default file (or hierarchy_version)
+    model: str = "demo"  # "demo" or a local HF directory / .gguf file
+    dataset: str = "demo"  # "demo" or KIND:PATH
+    hierarchy: str | None = None  # JSON path; None = default file (or hierarchy_version)
     hierarchy_version: int | None = None
     seed: int = 0
     holdout_fraction: float = 0.2
     settings: dict = field(default_factory=dict)
-    inject: bool = False             # fine-tune a given model on the dataset members first
+    inject: bool = False  # fine-tune a given model on the dataset members first
     n_generations: int = 4
-    limit: int | None = None         # use a deterministic sample of N items (quick looks)
+    limit: int | None = None  # use a deterministic sample of N items (quick looks)
     recipe: dict = field(default_factory=dict)  # overrides of the knowledge-injection recipe
-    device: str = "auto"             # auto (CUDA GPU when torch sees one, else CPU), cpu, cuda, cuda:N
-    dtype: str = "float32"           # weight precision of the run: float32 or bfloat16
+    device: str = "auto"  # auto (CUDA GPU when torch sees one, else CPU), cpu, cuda, cuda:N
+    dtype: str = "float32"  # weight precision of the run: float32 or bfloat16
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,8 +107,7 @@ def load_items(spec: str, limit: int | None = None) -> list[QAItem]:
     items = load_spec(spec).items
     if not limit or limit >= len(items):
         return items
-    keep = set(sorted((hashlib.sha256(it.id.encode()).hexdigest(), it.id) for it in items)[i][1]
-               for i in range(limit))
+    keep = set(sorted((hashlib.sha256(it.id.encode()).hexdigest(), it.id) for it in items)[i][1] for i in range(limit))
     return [it for it in items if it.id in keep]
 
 
@@ -91,23 +119,35 @@ def load_hierarchy(cfg: RunConfig, store=None) -> Hierarchy:
     return Hierarchy.load(paths.DEFAULT_HIERARCHY)
 
 
-def prepare_model(cfg: RunConfig, items: Sequence[QAItem], progress: ProgressFn,
-                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> ModelBundle:
+def prepare_model(
+    cfg: RunConfig,
+    items: Sequence[QAItem],
+    progress: ProgressFn,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> ModelBundle:
     """The model the run starts from. The demo model on the demo KB; on any other dataset a tiny
     model knowledge-injected on that dataset's members (cached); or a given model, optionally
     fine-tuned on the members first (``inject``, on ``device``, in float32: bfloat16 weights would
     round small fine-tuning updates away). Returned on the CPU; a given model that is not
     fine-tuned is loaded in ``dtype`` directly (half the host memory for a large model)."""
     kind = dataset_kind(cfg.dataset)
-    if (cfg.model == "demo" and cfg.dataset == "demo" and not cfg.limit and not cfg.recipe
-            and cfg.seed == DEMO_RECIPE["seed"] and cfg.holdout_fraction == DEMO_RECIPE["holdout_fraction"]):
+    if (
+        cfg.model == "demo"
+        and cfg.dataset == "demo"
+        and not cfg.limit
+        and not cfg.recipe
+        and cfg.seed == DEMO_RECIPE["seed"]
+        and cfg.holdout_fraction == DEMO_RECIPE["holdout_fraction"]
+    ):
         return build_demo_model(progress=progress)
     members = member_items(items, cfg.seed, cfg.holdout_fraction)
     if cfg.model == "demo":
         return inject_knowledge(members, name=f"inject-{kind}", recipe=injection_recipe(cfg), progress=progress)
     if cfg.inject:
-        return inject_knowledge(members, name="inject-custom", base=cfg.model, recipe=FINETUNE_RECIPE,
-                                progress=progress, device=device)
+        return inject_knowledge(
+            members, name="inject-custom", base=cfg.model, recipe=FINETUNE_RECIPE, progress=progress, device=device
+        )
     return load_model(cfg.model, dtype=dtype)
 
 
@@ -123,15 +163,17 @@ def injection_recipe(cfg: RunConfig) -> dict:
     return recipe
 
 
-def calibration_split(holdout: Sequence[QAItem], seed: int, losses: dict[str, float] | None = None
-                      ) -> tuple[list[QAItem], list[QAItem]]:
+def calibration_split(
+    holdout: Sequence[QAItem], seed: int, losses: dict[str, float] | None = None
+) -> tuple[list[QAItem], list[QAItem]]:
     """Half of the non-members calibrate the stopping rule; the other half is kept for the
     membership-inference evaluation so the reported AUC is not measured on what the run tuned on.
     With ``losses`` (the original model's answer loss per holdout item) the halves are matched on
     it: items sorted by loss, each consecutive pair split one to each half by a seeded coin. Both
     halves then start from the same loss distribution, so the calibration AUC the stop rule
     steers by and the evaluation AUC the report gives differ by much less than random halves do."""
-    def heads(it: QAItem) -> bool:   # the item's seeded coin
+
+    def heads(it: QAItem) -> bool:  # the item's seeded coin
         return is_member(it.id, seed + 7919, 0.5)
 
     if not losses:
@@ -140,7 +182,7 @@ def calibration_split(holdout: Sequence[QAItem], seed: int, losses: dict[str, fl
         order = sorted(holdout, key=lambda it: (losses[it.id], it.id))
         calib_ids = set()
         for i in range(0, len(order), 2):
-            pair = order[i:i + 2]
+            pair = order[i : i + 2]
             if len(pair) == 2:
                 calib_ids.add(pair[0].id if heads(pair[0]) else pair[1].id)
             elif not heads(pair[0]):
@@ -159,9 +201,11 @@ def probe_max_len(bundle: ModelBundle) -> int:
 
 
 def probe_all(bundle_model, tok, split: Split, max_len: int) -> dict[str, list[dict]]:
-    return {"forget": score_mcq(bundle_model, tok, split.forget, max_len=max_len),
-            "retain": score_mcq(bundle_model, tok, split.retain, max_len=max_len),
-            "holdout": score_mcq(bundle_model, tok, split.holdout, max_len=max_len)}
+    return {
+        "forget": score_mcq(bundle_model, tok, split.forget, max_len=max_len),
+        "retain": score_mcq(bundle_model, tok, split.retain, max_len=max_len),
+        "holdout": score_mcq(bundle_model, tok, split.holdout, max_len=max_len),
+    }
 
 
 def _rows(res: dict[str, list[dict]], split: Split) -> list[dict]:
@@ -185,14 +229,21 @@ def summarise(before: dict, after: dict, split: Split, eval_ids: set[str]) -> di
 
     hf_ids = {it.id for it in split.holdout_forget}
     out = {
-        "forget_acc_before": acc(before, "forget"), "forget_acc_after": acc(after, "forget"),
-        "retain_acc_before": acc(before, "retain"), "retain_acc_after": acc(after, "retain"),
-        "holdout_acc_before": acc(before, "holdout"), "holdout_acc_after": acc(after, "holdout"),
+        "forget_acc_before": acc(before, "forget"),
+        "forget_acc_after": acc(after, "forget"),
+        "retain_acc_before": acc(before, "retain"),
+        "retain_acc_after": acc(after, "retain"),
+        "holdout_acc_before": acc(before, "holdout"),
+        "holdout_acc_after": acc(after, "holdout"),
         "holdout_forget_acc_before": M.accuracy(r["correct"] for r in before["holdout"] if r["item_id"] in hf_ids),
         "holdout_forget_acc_after": M.accuracy(r["correct"] for r in after["holdout"] if r["item_id"] in hf_ids),
-        "mia_auc_before": auc(before, "loss"), "mia_auc": auc(after, "loss"),
-        "mia_auc_mink_before": auc(before, "mink"), "mia_auc_mink": auc(after, "mink"),
-        "n_forget": len(split.forget), "n_retain": len(split.retain), "n_holdout": len(split.holdout),
+        "mia_auc_before": auc(before, "loss"),
+        "mia_auc": auc(after, "loss"),
+        "mia_auc_mink_before": auc(before, "mink"),
+        "mia_auc_mink": auc(after, "mink"),
+        "n_forget": len(split.forget),
+        "n_retain": len(split.retain),
+        "n_holdout": len(split.holdout),
     }
     out["forgetting_rate"] = M.forgetting_rate(out["forget_acc_after"])
     out["knowledge_preservation"] = out["retain_acc_after"]
@@ -206,16 +257,23 @@ def check_settings(method: str, settings: dict) -> None:
     """Refuse unknown method names and setting keys (a typo would otherwise be silently ignored
     and the run would use the default)."""
     from hdsu_core.methods import get_method
+
     known = get_method(method).defaults
     unknown = sorted(set(settings) - set(known))
     if unknown:
-        raise ValueError(f"unknown setting(s) for method {method!r}: {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"unknown setting(s) for method {method!r}: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
 
 
-def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
-                   progress: ProgressFn = lambda p, f, m: None,
-                   should_cancel: Callable[[], bool] = lambda: False) -> dict:
+def run_unlearning(
+    cfg: RunConfig,
+    *,
+    store=None,
+    run_id: str | None = None,
+    progress: ProgressFn = lambda p, f, m: None,
+    should_cancel: Callable[[], bool] = lambda: False,
+) -> dict:
     """Execute one run. With a store, results are written under ``run_id`` (created if missing)."""
     t0 = time.time()
     check_settings(cfg.method, cfg.settings)  # fail before loading data or models
@@ -237,8 +295,16 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     progress("load", 0.0, f"model {bundle.name} on {device_label(device)}, {cfg.dtype}")
     max_len = probe_max_len(bundle)
     if store is not None and store.get_run(run_id) is None:
-        store.create_run(run_id, author="cli", method=cfg.method, model=cfg.model, dataset=cfg.dataset,
-                         forget_concepts=list(forget), config=cfg.to_dict(), config_hash=cfg.hash())
+        store.create_run(
+            run_id,
+            author="cli",
+            method=cfg.method,
+            model=cfg.model,
+            dataset=cfg.dataset,
+            forget_concepts=list(forget),
+            config=cfg.to_dict(),
+            config_hash=cfg.hash(),
+        )
     if store is not None:
         store.update_run(run_id, model_hash=bundle.model_hash, config_hash=cfg.hash())
 
@@ -258,10 +324,22 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     state_before = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     method = get_method(cfg.method)
-    ctx = UnlearnContext(model=model, ref_model=ref, tok=tok, forget=split.forget, retain=split.retain,
-                         calibration=calib, settings=dict(cfg.settings), seed=cfg.seed, max_len=max_len,
-                         hierarchy=hierarchy, targeted=split.targeted, tags=split.tags,
-                         progress=progress, should_cancel=should_cancel)
+    ctx = UnlearnContext(
+        model=model,
+        ref_model=ref,
+        tok=tok,
+        forget=split.forget,
+        retain=split.retain,
+        calibration=calib,
+        settings=dict(cfg.settings),
+        seed=cfg.seed,
+        max_len=max_len,
+        hierarchy=hierarchy,
+        targeted=split.targeted,
+        tags=split.tags,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
     progress("unlearn", 0.0, f"method {cfg.method}")
     t_unlearn = time.time()
     info = method.run(ctx)
@@ -276,29 +354,54 @@ def run_unlearning(cfg: RunConfig, *, store=None, run_id: str | None = None,
     changed, total = M.changed_fraction(state_before, model.state_dict())
 
     summary = summarise(before, after, split, eval_ids)
-    summary.update({"changed_weights": changed, "total_weights": total,
-                    "changed_fraction": changed / max(total, 1), "ppl_before": ppl_before,
-                    "ppl_after": ppl_after, "unlearn_seconds": unlearn_s, "steps": info.get("steps", 0),
-                    "seconds": time.time() - t0})
-    result = {"run_id": run_id, "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
-              "forget": list(forget), **summary, "info": info, "model_hash": bundle.model_hash,
-              "config_hash": cfg.hash()}
+    summary.update(
+        {
+            "changed_weights": changed,
+            "total_weights": total,
+            "changed_fraction": changed / max(total, 1),
+            "ppl_before": ppl_before,
+            "ppl_after": ppl_after,
+            "unlearn_seconds": unlearn_s,
+            "steps": info.get("steps", 0),
+            "seconds": time.time() - t0,
+        }
+    )
+    result = {
+        "run_id": run_id,
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "forget": list(forget),
+        **summary,
+        "info": info,
+        "model_hash": bundle.model_hash,
+        "config_hash": cfg.hash(),
+    }
     if store is not None:
         store.write_probe_results(run_id, "before", _rows(before, split))
         store.write_probe_results(run_id, "after", _rows(after, split))
-        store.write_metrics(run_id, {k: float(v) for k, v in summary.items()
-                                     if isinstance(v, (int, float)) and v == v})
+        store.write_metrics(run_id, {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and v == v})
         gens = []
         for i, it in enumerate(gen_items):
             part = "forget" if i < len(gen_items) - max(1, cfg.n_generations // 2) else "retain"
             gens.append((i, it, part))
-        store.write_generations(run_id, "before", [{"prompt_id": f"{part}:{it.id}", "prompt": it.question,
-                                                    "output": gen_before[i]} for i, it, part in gens])
-        store.write_generations(run_id, "after", [{"prompt_id": f"{part}:{it.id}", "prompt": it.question,
-                                                   "output": gen_after[i]} for i, it, part in gens])
+        store.write_generations(
+            run_id,
+            "before",
+            [{"prompt_id": f"{part}:{it.id}", "prompt": it.question, "output": gen_before[i]} for i, it, part in gens],
+        )
+        store.write_generations(
+            run_id,
+            "after",
+            [{"prompt_id": f"{part}:{it.id}", "prompt": it.question, "output": gen_after[i]} for i, it, part in gens],
+        )
         store.update_run(run_id, summary={k: v for k, v in result.items() if k != "info"} | {"info": info})
-    progress("done", 1.0, f"forget acc {summary['forget_acc_before']:.2f} -> {summary['forget_acc_after']:.2f}, "
-                          f"retain {summary['retain_acc_before']:.2f} -> {summary['retain_acc_after']:.2f}")
+    progress(
+        "done",
+        1.0,
+        f"forget acc {summary['forget_acc_before']:.2f} -> {summary['forget_acc_after']:.2f}, "
+        f"retain {summary['retain_acc_before']:.2f} -> {summary['retain_acc_after']:.2f}",
+    )
     return result
 
 
@@ -309,11 +412,13 @@ def retrain_reference(cfg: RunConfig, progress: ProgressFn = lambda p, f, m: Non
     fine-tuned on the retained members only, on ``cfg.device``). A given model used as it is was
     trained elsewhere on data HDSU does not have: refused with a clear message."""
     if cfg.model != "demo" and not cfg.inject:
-        raise ValueError(f"no retrain reference for {cfg.model}: it was trained outside HDSU on data HDSU "
-                         f"does not have; use --inject (HDSU fine-tunes it on the dataset, so it can also "
-                         f"fine-tune it without the forget items) or --no-retrain")
+        raise ValueError(
+            f"no retrain reference for {cfg.model}: it was trained outside HDSU on data HDSU "
+            f"does not have; use --inject (HDSU fine-tunes it on the dataset, so it can also "
+            f"fine-tune it without the forget items) or --no-retrain"
+        )
     t0 = time.time()
-    device, _ = resolve_compute(cfg.device, cfg.dtype)   # the reference itself is float32
+    device, _ = resolve_compute(cfg.device, cfg.dtype)  # the reference itself is float32
     prepare_device(device)
     items = load_items(cfg.dataset, cfg.limit)
     hierarchy = load_hierarchy(cfg)
@@ -323,18 +428,30 @@ def retrain_reference(cfg: RunConfig, progress: ProgressFn = lambda p, f, m: Non
     original = prepare_model(cfg, items, progress, device)
     if cfg.model == "demo":
         # The retrain keeps the original tokenizer recipe on the same members minus the forget items.
-        retrained = inject_knowledge(split.retain, name=f"retrain-{kind}", recipe=injection_recipe(cfg),
-                                     progress=progress)
-    else:   # the given base model, fine-tuned like the original but on the retained members only
-        retrained = inject_knowledge(split.retain, name="retrain-custom", base=cfg.model, recipe=FINETUNE_RECIPE,
-                                     progress=progress, device=device)
-    max_len = probe_max_len(original)   # probed exactly as the runs probe the original
+        retrained = inject_knowledge(
+            split.retain, name=f"retrain-{kind}", recipe=injection_recipe(cfg), progress=progress
+        )
+    else:  # the given base model, fine-tuned like the original but on the retained members only
+        retrained = inject_knowledge(
+            split.retain,
+            name="retrain-custom",
+            base=cfg.model,
+            recipe=FINETUNE_RECIPE,
+            progress=progress,
+            device=device,
+        )
+    max_len = probe_max_len(original)  # probed exactly as the runs probe the original
     before = probe_all(original.model.to(device), original.tokenizer, split, max_len)
     after = probe_all(retrained.model.to(device), retrained.tokenizer, split, max_len)
     _, evaluation = calibration_split(split.holdout, cfg.seed, holdout_losses(before))
     summary = summarise(before, after, split, {it.id for it in evaluation})
-    summary.update({"changed_fraction": 1.0, "seconds": time.time() - t0,
-                    "retrain_train_seconds": retrained.meta.get("seconds", 0.0)})
+    summary.update(
+        {
+            "changed_fraction": 1.0,
+            "seconds": time.time() - t0,
+            "retrain_train_seconds": retrained.meta.get("seconds", 0.0),
+        }
+    )
     return {"method": "retrain", "dataset": cfg.dataset, "model": cfg.model, "forget": list(forget), **summary}
 
 

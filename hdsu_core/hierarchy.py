@@ -7,6 +7,7 @@ a tree (forest of L1 roots). JSON format ``hdsu-hierarchy/1`` is documented in d
 Validation works on the raw JSON so that *every* violation is reported with the concept ids
 involved, instead of failing on the first one while building the graph.
 """
+
 from __future__ import annotations
 
 import copy
@@ -56,8 +57,8 @@ class Concept:
 
 @dataclass(frozen=True)
 class Violation:
-    kind: str            # cycle | level_skip | duplicate_id | orphan | missing_name | duplicate_term |
-                         # multiple_parents | bad_level | bad_id | bad_matcher | bad_format
+    kind: str  # cycle | level_skip | duplicate_id | orphan | missing_name | duplicate_term |
+    # multiple_parents | bad_level | bad_id | bad_matcher | bad_format
     concept_ids: tuple[str, ...]
     message: str
 
@@ -111,8 +112,13 @@ def validate_data(data) -> list[Violation]:
             out.append(Violation("missing_name", (cid,), "concept has no name"))
         parents = c.get("parents")
         if isinstance(parents, list) and len(parents) > 1:
-            out.append(Violation("multiple_parents", (cid, *map(str, parents)),
-                                 f"{cid!r} has {len(parents)} parents; the hierarchy must be a tree"))
+            out.append(
+                Violation(
+                    "multiple_parents",
+                    (cid, *map(str, parents)),
+                    f"{cid!r} has {len(parents)} parents; the hierarchy must be a tree",
+                )
+            )
             parent = parents[0]
         elif isinstance(parents, list) and parents:
             parent = parents[0]
@@ -144,9 +150,14 @@ def validate_data(data) -> list[Violation]:
         if parent == cid:
             continue  # reported as a cycle below
         if cid in level_of and parent in level_of and level_of[cid] != level_of[parent] + 1:
-            out.append(Violation("level_skip", (cid, parent),
-                                 f"level {level_of[cid]} under level-{level_of[parent]} parent "
-                                 f"(a child must be exactly one level below)"))
+            out.append(
+                Violation(
+                    "level_skip",
+                    (cid, parent),
+                    f"level {level_of[cid]} under level-{level_of[parent]} parent "
+                    f"(a child must be exactly one level below)",
+                )
+            )
     g = nx.DiGraph()
     g.add_edges_from((p, c) for c, p in parent_of.items() if p is not None and p in seen)
     for cyc in nx.simple_cycles(g):
@@ -183,8 +194,11 @@ class Hierarchy:
         return h
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "name": self.name,
-                "concepts": [self.concept(cid).to_dict() for cid in self.ordered_ids()]}
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "concepts": [self.concept(cid).to_dict() for cid in self.ordered_ids()],
+        }
 
     @classmethod
     def load(cls, path: str | Path) -> "Hierarchy":
@@ -268,8 +282,9 @@ class Hierarchy:
 
     def find(self, text: str, limit: int = 50) -> list[str]:
         q = text.strip().lower()
-        hits = [c.id for c in self.concepts()
-                if q in c.id or q in c.name.lower() or any(q in t.lower() for t in c.terms)]
+        hits = [
+            c.id for c in self.concepts() if q in c.id or q in c.name.lower() or any(q in t.lower() for t in c.terms)
+        ]
         return hits[:limit]
 
     def expand_selection(self, selected: Iterable[str]) -> set[str]:
@@ -293,6 +308,7 @@ class Hierarchy:
 
         def mutate(data, by_id):
             data["concepts"].append(con.to_dict())
+
         self._apply(mutate)
         return self.concept(con.id)
 
@@ -301,6 +317,7 @@ class Hierarchy:
 
         def mutate(data, by_id):
             by_id[cid]["name"] = name.strip()
+
         self._apply(mutate)
 
     def update(self, cid: str, **fields) -> None:
@@ -316,6 +333,7 @@ class Hierarchy:
                 if k == "terms":
                     v = [str(t).strip() for t in v if str(t).strip()]
                 by_id[cid][k] = v
+
         self._apply(mutate)
 
     def set_terms(self, cid: str, terms: Iterable[str]) -> None:
@@ -329,8 +347,13 @@ class Hierarchy:
         if new_parent is not None:
             self.concept(new_parent)
             if new_parent in self.subtree(cid):
-                raise HierarchyError([Violation("cycle", (cid, new_parent),
-                                                f"cannot move {cid!r} under its own descendant {new_parent!r}")])
+                raise HierarchyError(
+                    [
+                        Violation(
+                            "cycle", (cid, new_parent), f"cannot move {cid!r} under its own descendant {new_parent!r}"
+                        )
+                    ]
+                )
         new_level = 1 if new_parent is None else self.concept(new_parent).level + 1
         delta = new_level - self.concept(cid).level
         sub = self.subtree(cid)
@@ -339,6 +362,7 @@ class Hierarchy:
             by_id[cid]["parent"] = new_parent
             for s in sub:
                 by_id[s]["level"] = by_id[s]["level"] + delta
+
         self._apply(mutate)
 
     def delete(self, cid: str, mode: str = "subtree") -> list[str]:
@@ -352,6 +376,7 @@ class Hierarchy:
 
             def mutate(data, by_id):
                 data["concepts"] = [c for c in data["concepts"] if c["id"] not in gone]
+
             self._apply(mutate)
             return sorted(gone)
         below = self.descendants(cid)
@@ -363,6 +388,7 @@ class Hierarchy:
                 if c.get("parent") == cid:
                     c["parent"] = con.parent
             data["concepts"] = [c for c in data["concepts"] if c["id"] != cid]
+
         self._apply(mutate)
         return [cid]
 
@@ -376,8 +402,7 @@ class Hierarchy:
             fields = {k: [a[cid][k], b[cid][k]] for k in a[cid] if a[cid][k] != b[cid][k]}
             if fields:
                 changed[cid] = fields
-        return {"added": sorted(b.keys() - a.keys()), "removed": sorted(a.keys() - b.keys()),
-                "changed": changed}
+        return {"added": sorted(b.keys() - a.keys()), "removed": sorted(a.keys() - b.keys()), "changed": changed}
 
 
 def diff_summary(diff: dict) -> str:
@@ -393,4 +418,5 @@ def diff_summary(diff: dict) -> str:
 
 def load_default() -> Hierarchy:
     from hdsu_core.paths import DEFAULT_HIERARCHY
+
     return Hierarchy.load(DEFAULT_HIERARCHY)

@@ -4,6 +4,7 @@ four-level hierarchy: chapter (L1) -> block (L2) -> category (L3) -> subcategory
 Deeper subcategories (e.g. F43.11 under F43.1) are folded into their L4 ancestor as extra terms,
 because the product's hierarchy has exactly four levels.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,29 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the package imports the deprecated pkg_resources
     import simple_icd_10_cm as cm
 
-_STOP = {"and", "or", "of", "the", "other", "unspecified", "in", "with", "without", "to", "due",
-         "not", "elsewhere", "classified", "disorder", "disorders", "a", "an", "by", "for", "as"}
+_STOP = {
+    "and",
+    "or",
+    "of",
+    "the",
+    "other",
+    "unspecified",
+    "in",
+    "with",
+    "without",
+    "to",
+    "due",
+    "not",
+    "elsewhere",
+    "classified",
+    "disorder",
+    "disorders",
+    "a",
+    "an",
+    "by",
+    "for",
+    "as",
+}
 
 
 def _cid(code: str) -> str:
@@ -61,10 +83,18 @@ def import_branch(code_range: str) -> Hierarchy:
         desc = cm.get_description(c)
         name = re.sub(r"\s*\([A-Z0-9.\-]+\)\s*$", "", desc).strip() or c
         label = f"{c} {name}" if level > 1 else f"Chapter {c}: {name}"
-        concepts.append({"id": _cid(c), "name": label, "level": level,
-                         "parent": _cid(parent) if parent else None,
-                         "terms": _terms(c, desc), "matchers": [],
-                         "codes": {"icd10cm": c}, "description": desc})
+        concepts.append(
+            {
+                "id": _cid(c),
+                "name": label,
+                "level": level,
+                "parent": _cid(parent) if parent else None,
+                "terms": _terms(c, desc),
+                "matchers": [],
+                "codes": {"icd10cm": c},
+                "description": desc,
+            }
+        )
 
     add(chapter, 1, None)
     blocks = [block] if block else [b for b in cm.get_children(chapter) if cm.is_block(b)]

@@ -6,6 +6,7 @@ going through a browser refresh or an app restart. The worker reports progress i
 store.py's locked short-lived connections). Cancel is a flag file the worker polls between steps,
 plus SIGTERM as a fallback. ``reap`` marks runs whose worker died as failed with the reason.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,6 +49,7 @@ def launch(cfg: RunConfig, *, store, author: str, run_id: str | None = None) -> 
     """Create the run row and start a detached worker process. Returns the run id."""
     from hdsu_core.engine import new_run_id
     from hdsu_core.models import ModelError, resolve_compute
+
     if not cfg.forget:
         raise ValueError("empty selection: pick at least one concept to forget")
     try:
@@ -55,17 +57,35 @@ def launch(cfg: RunConfig, *, store, author: str, run_id: str | None = None) -> 
     except ModelError as e:
         raise ValueError(str(e)) from None
     run_id = run_id or new_run_id()
-    store.create_run(run_id, author=author, method=cfg.method, model=cfg.model, dataset=cfg.dataset,
-                     forget_concepts=list(cfg.forget), config=cfg.to_dict(), config_hash=cfg.hash(),
-                     hierarchy_version=cfg.hierarchy_version)
-    store.log_event(author, "launch_run", run_id, {"method": cfg.method, "forget": cfg.forget,
-                                                    "dataset": cfg.dataset, "model": cfg.model})
+    store.create_run(
+        run_id,
+        author=author,
+        method=cfg.method,
+        model=cfg.model,
+        dataset=cfg.dataset,
+        forget_concepts=list(cfg.forget),
+        config=cfg.to_dict(),
+        config_hash=cfg.hash(),
+        hierarchy_version=cfg.hierarchy_version,
+    )
+    store.log_event(
+        author,
+        "launch_run",
+        run_id,
+        {"method": cfg.method, "forget": cfg.forget, "dataset": cfg.dataset, "model": cfg.model},
+    )
     log = open(log_path(run_id), "ab")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(paths.PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "hdsu_core", "worker", run_id, "--db", str(store.path)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=str(paths.PROJECT_ROOT), env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hdsu_core", "worker", run_id, "--db", str(store.path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=str(paths.PROJECT_ROOT),
+        env=env,
+        start_new_session=True,
+    )
     log.close()
     store.update_run(run_id, pid=proc.pid)
     return run_id
@@ -107,8 +127,11 @@ def reap(store, grace_s: float = 20.0) -> list[str]:
             continue
         if r["status"] == "queued" and age < grace_s:
             continue
-        store.set_status(r["run_id"], "failed",
-                         error=f"worker process {pid} is no longer running (killed or crashed); see {log_path(r['run_id']).name}")
+        store.set_status(
+            r["run_id"],
+            "failed",
+            error=f"worker process {pid} is no longer running (killed or crashed); see {log_path(r['run_id']).name}",
+        )
         store.log_event("system", "run_failed", r["run_id"], {"reason": "worker died"})
         changed.append(r["run_id"])
     return changed
@@ -117,6 +140,7 @@ def reap(store, grace_s: float = 20.0) -> list[str]:
 def _age_s(created, default: float) -> float:
     """Seconds since a store timestamp (naive datetimes hold UTC)."""
     from datetime import datetime, timezone
+
     if created is None or not hasattr(created, "timestamp"):
         return default + 1
     if getattr(created, "tzinfo", None) is None:
@@ -143,6 +167,7 @@ def worker_main(run_id: str, db: str | None) -> int:
     from hdsu_core.engine import run_unlearning
     from hdsu_core.methods.base import Cancelled
     from hdsu_core.store import Store
+
     store = Store(db)
     run = store.get_run(run_id)
     if run is None:
@@ -155,6 +180,7 @@ def worker_main(run_id: str, db: str | None) -> int:
 
     def on_term(signum, frame):
         cancelled["flag"] = True
+
     signal.signal(signal.SIGTERM, on_term)
 
     def should_cancel() -> bool:
@@ -177,7 +203,9 @@ def worker_main(run_id: str, db: str | None) -> int:
         if should_cancel():
             raise Cancelled()
         result = run_unlearning(cfg, store=store, run_id=run_id, progress=progress, should_cancel=should_cancel)
-        store.set_status(run_id, "done", message=f"forget {result['forget_acc_before']:.2f}->{result['forget_acc_after']:.2f}")
+        store.set_status(
+            run_id, "done", message=f"forget {result['forget_acc_before']:.2f}->{result['forget_acc_after']:.2f}"
+        )
         store.log_event(run.get("author") or "worker", "run_done", run_id, {"seconds": round(result["seconds"], 1)})
         return 0
     except Cancelled:

@@ -1,4 +1,5 @@
 """Metrics as plain functions over per-item values (no model, no I/O)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -28,9 +29,9 @@ def auc(pos_scores: Sequence[float], neg_scores: Sequence[float]) -> float:
         j = i
         while j + 1 < len(sv) and sv[j + 1] == sv[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
-    u = ranks[:len(p)].sum() - len(p) * (len(p) + 1) / 2
+    u = ranks[: len(p)].sum() - len(p) * (len(p) + 1) / 2
     return float(u / (len(p) * len(n)))
 
 
@@ -39,8 +40,9 @@ def mia_auc_loss(member_losses: Sequence[float], nonmember_losses: Sequence[floa
     return auc([-x for x in member_losses], [-x for x in nonmember_losses])
 
 
-def auc_bootstrap_ci(pos_scores: Sequence[float], neg_scores: Sequence[float], *, n_boot: int = 1000,
-                     level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def auc_bootstrap_ci(
+    pos_scores: Sequence[float], neg_scores: Sequence[float], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``auc`` (both groups resampled with replacement, seeded).
     With 20 forget items against 50 non-members the AUC's own sampling error is about +-0.08:
     the interval says whether a measured AUC is distinguishable from 0.5 at all."""
@@ -55,13 +57,15 @@ def auc_bootstrap_ci(pos_scores: Sequence[float], neg_scores: Sequence[float], *
     chunk = max(1, int(2e7 // (len(p) * len(n))))  # bounded memory on large probe sets
     vals = np.empty(n_boot)
     for s in range(0, n_boot, chunk):
-        ps, ns = p[pi[s:s + chunk]][:, :, None], n[ni[s:s + chunk]][:, None, :]
-        vals[s:s + chunk] = (ps > ns).mean((1, 2)) + 0.5 * (ps == ns).mean((1, 2))
+        ps, ns = p[pi[s : s + chunk]][:, :, None], n[ni[s : s + chunk]][:, None, :]
+        vals[s : s + chunk] = (ps > ns).mean((1, 2)) + 0.5 * (ps == ns).mean((1, 2))
     a = (1.0 - level) / 2
     return float(np.quantile(vals, a)), float(np.quantile(vals, 1.0 - a))
 
 
-def mia_auc_loss_ci(member_losses: Sequence[float], nonmember_losses: Sequence[float], seed: int = 0) -> tuple[float, float]:
+def mia_auc_loss_ci(
+    member_losses: Sequence[float], nonmember_losses: Sequence[float], seed: int = 0
+) -> tuple[float, float]:
     return auc_bootstrap_ci([-x for x in member_losses], [-x for x in nonmember_losses], seed=seed)
 
 

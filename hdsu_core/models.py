@@ -10,6 +10,7 @@ QA text format (shared by training, probes and unlearning)::
 
 Loss and scores use the answer tokens (+ eos) only; the prompt is context.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,9 +33,21 @@ from hdsu_core import paths
 from hdsu_core.datasets import QAItem
 
 PROMPT = "Question: {question}\nAnswer:"
-DEMO_RECIPE = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256, "vocab": 4000,
-               "lr": 3e-3, "batch": 32, "max_epochs": 400, "target_acc": 0.99, "seed": 0,
-               "holdout_fraction": 0.2, "max_len": 96, "version": 4}
+DEMO_RECIPE = {
+    "hidden": 128,
+    "layers": 2,
+    "heads": 4,
+    "intermediate": 256,
+    "vocab": 4000,
+    "lr": 3e-3,
+    "batch": 32,
+    "max_epochs": 400,
+    "target_acc": 0.99,
+    "seed": 0,
+    "holdout_fraction": 0.2,
+    "max_len": 96,
+    "version": 4,
+}
 
 ProgressFn = Callable[[str, float, str], None]
 
@@ -59,8 +72,10 @@ def resolve_device(spec: str | None) -> torch.device:
             raise ModelError(f"device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)") from None
         if not torch.cuda.is_available():
             build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-            raise ModelError(f"device {spec!r} requested, but torch sees no CUDA GPU (torch {torch.__version__}, "
-                             f"{build}); use --device cpu or auto")
+            raise ModelError(
+                f"device {spec!r} requested, but torch sees no CUDA GPU (torch {torch.__version__}, "
+                f"{build}); use --device cpu or auto"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ModelError(f"device {spec!r} requested, but torch sees {torch.cuda.device_count()} GPU(s)")
         return dev
@@ -78,8 +93,12 @@ def resolve_dtype(spec: str | None, device: torch.device | None = None) -> torch
     key = (spec or "float32").strip().lower()
     if key not in DTYPES:
         raise ModelError(f"dtype {spec!r}: use {' or '.join(DTYPES)}")
-    if (DTYPES[key] == torch.bfloat16 and device is not None and device.type == "cuda"
-            and not torch.cuda.is_bf16_supported()):
+    if (
+        DTYPES[key] == torch.bfloat16
+        and device is not None
+        and device.type == "cuda"
+        and not torch.cuda.is_bf16_supported()
+    ):
         raise ModelError(f"dtype bfloat16: {torch.cuda.get_device_name(device)} does not support it; use float32")
     return DTYPES[key]
 
@@ -148,9 +167,9 @@ class ModelBundle:
 @dataclass
 class Encoded:
     ids: list[int]
-    answer_start: int                 # index of the first answer token in ids
-    offsets: list[tuple[int, int]]    # char offsets into text() for each id ((0,0) for specials)
-    text: str                         # prompt + answer text the offsets refer to
+    answer_start: int  # index of the first answer token in ids
+    offsets: list[tuple[int, int]]  # char offsets into text() for each id ((0,0) for specials)
+    text: str  # prompt + answer text the offsets refer to
 
 
 # Encodings per tokenizer: the stop rule re-scores the same forget / non-member questions and all
@@ -165,7 +184,7 @@ def encode_qa(tok, question: str, answer: str, max_len: int = 256) -> Encoded:
     each token's character offsets. Cached per tokenizer; callers must not mutate the result."""
     try:
         cache = _ENCODE_CACHE.setdefault(tok, {})
-    except TypeError:   # a tokenizer that cannot be weakly referenced: no cache
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no cache
         cache = None
     key = (question, answer, max_len)
     if cache is not None and key in cache:
@@ -206,7 +225,7 @@ def collate(encs: Sequence[Encoded], pad_id: int, device="cpu"):
         L = len(e.ids)
         ids[i, :L] = torch.tensor(e.ids)
         att[i, :L] = 1
-        labels[i, e.answer_start:L] = ids[i, e.answer_start:L]
+        labels[i, e.answer_start : L] = ids[i, e.answer_start : L]
     return ids.to(device), att.to(device), labels.to(device)
 
 
@@ -238,12 +257,16 @@ def answer_logits(model, ids, att, mask: torch.Tensor) -> torch.Tensor:
 
 
 def has_plain_head(model) -> bool:
-    return (getattr(model.config, "model_type", None) in _PLAIN_HEAD_TYPES and hasattr(model, "get_decoder")
-            and model.get_output_embeddings() is not None)
+    return (
+        getattr(model.config, "model_type", None) in _PLAIN_HEAD_TYPES
+        and hasattr(model, "get_decoder")
+        and model.get_output_embeddings() is not None
+    )
 
 
-def answer_nll_from_logp(logp: torch.Tensor, ids, mask: torch.Tensor,
-                         token_weights: torch.Tensor | None = None) -> torch.Tensor:
+def answer_nll_from_logp(
+    logp: torch.Tensor, ids, mask: torch.Tensor, token_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-item mean NLL, shape (B,), from log-softmax ``logp`` (N, V) at the ``mask`` positions
     (as returned by ``answer_logits``), on ``logp``'s device."""
     ids, mask = ids.to(logp.device), mask.to(logp.device)
@@ -272,7 +295,7 @@ def option_logprob_sums(model, tok, items, max_len: int = 256) -> list[torch.Ten
     sums = -answer_nll_from_logp(logp, ids, mask) * mask.sum(1)
     out, at = [], 0
     for it in items:
-        out.append(sums[at:at + len(it.options)])
+        out.append(sums[at : at + len(it.options)])
         at += len(it.options)
     return out
 
@@ -283,9 +306,9 @@ def option_margins(model, tok, items, max_len: int = 256, batch_items: int = 64)
     probe answers it correctly). Output layer at answer positions only, so cheaper than score_mcq."""
     out: list[float] = []
     for b in range(0, len(items), batch_items):
-        chunk = items[b:b + batch_items]
+        chunk = items[b : b + batch_items]
         for sums, it in zip(option_logprob_sums(model, tok, chunk, max_len), chunk):
-            others = torch.cat([sums[:it.answer], sums[it.answer + 1:]])
+            others = torch.cat([sums[: it.answer], sums[it.answer + 1 :]])
             out.append(float(sums[it.answer] - others.max()) if len(others) else float("inf"))
     return out
 
@@ -294,8 +317,9 @@ def option_cross_entropy(model, tok, items, max_len: int = 256) -> torch.Tensor:
     """Per-item cross-entropy of the MCQ decision, shape (B,): -log softmax over the options of
     their summed log-probs, at the correct option. The probes' MCQ rule made differentiable:
     lowering it raises the correct option *and* lowers the distractors that beat it."""
-    return torch.stack([-torch.log_softmax(s, 0)[it.answer]
-                        for s, it in zip(option_logprob_sums(model, tok, items, max_len), items)])
+    return torch.stack(
+        [-torch.log_softmax(s, 0)[it.answer] for s, it in zip(option_logprob_sums(model, tok, items, max_len), items)]
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,26 +328,40 @@ def option_cross_entropy(model, tok, items, max_len: int = 256) -> torch.Tensor:
 def train_tokenizer(texts: Sequence[str], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
+
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     tk.post_processor = processors.ByteLevel(trim_offsets=True)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, show_progress=False,
-                                  special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tk.train_from_iterator(list(texts), trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def tiny_llama(vocab_size: int, recipe: dict, tok=None):
     from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=recipe["hidden"],
-                      intermediate_size=recipe["intermediate"], num_hidden_layers=recipe["layers"],
-                      num_attention_heads=recipe["heads"], num_key_value_heads=recipe["heads"],
-                      max_position_embeddings=max(128, recipe["max_len"] + 8), tie_word_embeddings=False,
-                      bos_token_id=getattr(tok, "bos_token_id", 1), eos_token_id=getattr(tok, "eos_token_id", 2),
-                      pad_token_id=getattr(tok, "pad_token_id", 0))
+
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=recipe["hidden"],
+        intermediate_size=recipe["intermediate"],
+        num_hidden_layers=recipe["layers"],
+        num_attention_heads=recipe["heads"],
+        num_key_value_heads=recipe["heads"],
+        max_position_embeddings=max(128, recipe["max_len"] + 8),
+        tie_word_embeddings=False,
+        bos_token_id=getattr(tok, "bos_token_id", 1),
+        eos_token_id=getattr(tok, "eos_token_id", 2),
+        pad_token_id=getattr(tok, "pad_token_id", 0),
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -338,11 +376,24 @@ def qa_texts(items: Sequence[QAItem]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # Knowledge injection (training on QA items until they are known)
 # ----------------------------------------------------------------------------------------------
-def train_qa(model, tok, items: Sequence[QAItem], *, lr: float, batch: int, max_epochs: int,
-             target_acc: float, seed: int, max_len: int, progress: ProgressFn = _no_progress,
-             eval_every: int = 10, time_budget_s: float | None = None) -> dict:
+def train_qa(
+    model,
+    tok,
+    items: Sequence[QAItem],
+    *,
+    lr: float,
+    batch: int,
+    max_epochs: int,
+    target_acc: float,
+    seed: int,
+    max_len: int,
+    progress: ProgressFn = _no_progress,
+    eval_every: int = 10,
+    time_budget_s: float | None = None,
+) -> dict:
     """Answer-only causal LM training until MCQ accuracy on ``items`` reaches ``target_acc``."""
     from hdsu_core.probes import score_mcq
+
     set_seed(seed)
     encs = [encode_qa(tok, it.question, it.answer_text, max_len) for it in items]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
@@ -358,7 +409,7 @@ def train_qa(model, tok, items: Sequence[QAItem], *, lr: float, batch: int, max_
         model.train()
         rng.shuffle(order)
         for s in range(0, len(order), batch):
-            chunk = [encs[i] for i in order[s:s + batch]]
+            chunk = [encs[i] for i in order[s : s + batch]]
             ids, att, labels = collate(chunk, tok.pad_token_id, model_device(model))
             loss = answer_nll(model, ids, att, labels).mean()
             cur_lr = lr * min(1.0, (step + 1) / warm)
@@ -408,9 +459,16 @@ def _save(model, tok, out: Path, meta: dict) -> None:
     os.replace(tmp, out)
 
 
-def inject_knowledge(items: Sequence[QAItem], *, name: str, recipe: dict | None = None,
-                     base: str | Path | None = None, progress: ProgressFn = _no_progress,
-                     cache_dir: Path | None = None, device: torch.device | str = "cpu") -> ModelBundle:
+def inject_knowledge(
+    items: Sequence[QAItem],
+    *,
+    name: str,
+    recipe: dict | None = None,
+    base: str | Path | None = None,
+    progress: ProgressFn = _no_progress,
+    cache_dir: Path | None = None,
+    device: torch.device | str = "cpu",
+) -> ModelBundle:
     """Train a model on ``items`` (the members of a dataset) until it knows them; cached on disk.
 
     Without ``base`` a tiny Llama with its own BPE tokenizer is trained from scratch (fast on a
@@ -419,9 +477,11 @@ def inject_knowledge(items: Sequence[QAItem], *, name: str, recipe: dict | None 
     every machine (a GPU would not be faster at that size anyway). Returns the model on the CPU.
     """
     recipe = {**DEMO_RECIPE, **(recipe or {})}
-    key = hashlib.sha256(json.dumps({"items": _hash_items(items), "recipe": recipe,
-                                     "base": str(base) if base else None}, sort_keys=True).encode()
-                         ).hexdigest()[:12]
+    key = hashlib.sha256(
+        json.dumps(
+            {"items": _hash_items(items), "recipe": recipe, "base": str(base) if base else None}, sort_keys=True
+        ).encode()
+    ).hexdigest()[:12]
     out = (cache_dir or paths.model_cache()) / f"{name}-{key}"
     if (out / "hdsu_meta.json").exists():
         return load_model(out)
@@ -436,12 +496,28 @@ def inject_knowledge(items: Sequence[QAItem], *, name: str, recipe: dict | None 
         tok = train_tokenizer(qa_texts(items), recipe["vocab"])
         model = tiny_llama(len(tok), recipe, tok)
     progress("inject", 0.0, f"training {sum(p.numel() for p in model.parameters()):,} parameters")
-    stats = train_qa(model, tok, items, lr=recipe["lr"], batch=recipe["batch"],
-                     max_epochs=recipe["max_epochs"], target_acc=recipe["target_acc"],
-                     seed=recipe["seed"], max_len=recipe["max_len"], progress=progress,
-                     eval_every=recipe.get("eval_every", 10), time_budget_s=recipe.get("time_budget_s"))
-    meta = {"name": name, "recipe": recipe, "items": len(items), "items_hash": _hash_items(items),
-            "base": str(base) if base else None, **stats}
+    stats = train_qa(
+        model,
+        tok,
+        items,
+        lr=recipe["lr"],
+        batch=recipe["batch"],
+        max_epochs=recipe["max_epochs"],
+        target_acc=recipe["target_acc"],
+        seed=recipe["seed"],
+        max_len=recipe["max_len"],
+        progress=progress,
+        eval_every=recipe.get("eval_every", 10),
+        time_budget_s=recipe.get("time_budget_s"),
+    )
+    meta = {
+        "name": name,
+        "recipe": recipe,
+        "items": len(items),
+        "items_hash": _hash_items(items),
+        "base": str(base) if base else None,
+        **stats,
+    }
     _save(model, tok, out, meta)
     return load_model(out)
 
@@ -449,23 +525,27 @@ def inject_knowledge(items: Sequence[QAItem], *, name: str, recipe: dict | None 
 # ----------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------
-def load_model(spec: str | Path, *, progress: ProgressFn = _no_progress,
-               dtype: torch.dtype = torch.float32) -> ModelBundle:
+def load_model(
+    spec: str | Path, *, progress: ProgressFn = _no_progress, dtype: torch.dtype = torch.float32
+) -> ModelBundle:
     """``demo`` (build or reuse the embedded demo model), a local HF directory, or a .gguf file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     if str(spec) == "demo":
         return build_demo_model(progress=progress)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise ModelError(f"model not found: {path} (give 'demo', a local Hugging Face model "
-                         f"directory, or a .gguf file)")
+        raise ModelError(
+            f"model not found: {path} (give 'demo', a local Hugging Face model directory, or a .gguf file)"
+        )
     try:
         if path.is_file():
             if path.suffix.lower() != ".gguf":
                 raise ModelError(f"{path}: a model file must be .gguf (or pass a model directory)")
             tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                         local_files_only=True, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(
+                path.parent, gguf_file=path.name, local_files_only=True, dtype=dtype
+            )
         else:
             if not (path / "config.json").exists():
                 raise ModelError(f"{path}: no config.json - not a Hugging Face model directory")
@@ -487,11 +567,13 @@ def load_model(spec: str | Path, *, progress: ProgressFn = _no_progress,
 
 def demo_items() -> list[QAItem]:
     from hdsu_core import datasets
+
     return datasets.load("demo", paths.DEMO_KB).items
 
 
 def member_items(items: Sequence[QAItem], seed: int, holdout_fraction: float) -> list[QAItem]:
     from hdsu_core.tagging import is_member
+
     return [it for it in items if is_member(it.id, seed, holdout_fraction)]
 
 
@@ -508,6 +590,7 @@ def build_demo_model(*, progress: ProgressFn = _no_progress, force: bool = False
 
 def clone_model(model):
     import copy
+
     m = copy.deepcopy(model)
     m.eval()
     return m

@@ -1,4 +1,5 @@
 """Where things live. Runtime state goes under ``var/`` unless ``HDSU_HOME`` says otherwise."""
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """Per-item probes of a model: MCQ by option log-likelihood, membership-inference scores,
 perplexity and sample generations. Each returns plain per-item values; metrics.py aggregates.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ def score_mcq(model, tok, items: Sequence[QAItem], *, max_len: int = 256, batch_
     (``mink``), the membership-inference scores (lower loss / higher mink = more member-like)."""
     model.eval()
     dev = model_device(model)
-    seqs = []   # (item index, option index, Encoded)
+    seqs = []  # (item index, option index, Encoded)
     for i, it in enumerate(items):
         for j, opt in enumerate(it.options):
             seqs.append((i, j, encode_qa(tok, it.question, opt, max_len)))
@@ -31,9 +32,9 @@ def score_mcq(model, tok, items: Sequence[QAItem], *, max_len: int = 256, batch_
     # Sort by length so padding is small.
     order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][2].ids))
     for s in range(0, len(order), batch_size):
-        chunk = [seqs[k] for k in order[s:s + batch_size]]
+        chunk = [seqs[k] for k in order[s : s + batch_size]]
         ids, att, labels = collate([c[2] for c in chunk], tok.pad_token_id, dev)
-        amask = (labels[:, 1:] != -100)
+        amask = labels[:, 1:] != -100
         # Output layer only at the answer positions (the only log-probs used): on a small model
         # the vocabulary projection at every position is most of the cost of this probe.
         logp = torch.log_softmax(answer_logits(model, ids, att, amask), -1)
@@ -50,13 +51,18 @@ def score_mcq(model, tok, items: Sequence[QAItem], *, max_len: int = 256, batch_
         pred = max(range(len(lps)), key=lambda j: (lps[j], -j))
         toks = sorted(full_lp[i])
         k = max(1, int(math.ceil(len(toks) * MINK_FRACTION)))
-        out.append({
-            "item_id": it.id, "pred": pred, "answer": it.answer, "correct": pred == it.answer,
-            "answer_logprob": lps[it.answer],
-            "loss": -lps[it.answer] / opt_ntok[i][it.answer],
-            "mink": sum(toks[:k]) / k,
-            "option_logprobs": lps,
-        })
+        out.append(
+            {
+                "item_id": it.id,
+                "pred": pred,
+                "answer": it.answer,
+                "correct": pred == it.answer,
+                "answer_logprob": lps[it.answer],
+                "loss": -lps[it.answer] / opt_ntok[i][it.answer],
+                "mink": sum(toks[:k]) / k,
+                "option_logprobs": lps,
+            }
+        )
     return out
 
 
@@ -67,15 +73,15 @@ def perplexity(model, tok, texts: Sequence[str], *, max_len: int = 256, batch_si
         return float("nan")
     nll, n = 0.0, 0
     for s in range(0, len(texts), batch_size):
-        enc = [tok(t, add_special_tokens=False)["input_ids"][:max_len - 1] for t in texts[s:s + batch_size]]
+        enc = [tok(t, add_special_tokens=False)["input_ids"][: max_len - 1] for t in texts[s : s + batch_size]]
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
         L = max(len(e) + len(bos) for e in enc)
         ids = torch.full((len(enc), L), tok.pad_token_id, dtype=torch.long)
         att = torch.zeros_like(ids)
         for i, e in enumerate(enc):
             row = bos + e
-            ids[i, :len(row)] = torch.tensor(row)
-            att[i, :len(row)] = 1
+            ids[i, : len(row)] = torch.tensor(row)
+            att[i, : len(row)] = 1
         lp = token_logprobs(model, ids, att)
         m = att[:, 1:].bool().to(lp.device)
         nll -= float(lp[m].sum())
@@ -93,7 +99,13 @@ def generate(model, tok, questions: Sequence[str], *, max_new_tokens: int = 16) 
         if tok.bos_token_id is not None:
             ids = [tok.bos_token_id] + ids
         x = torch.tensor([ids], device=model_device(model))
-        g = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
-                           do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        outs.append(tok.decode(g[0, len(ids):].tolist(), skip_special_tokens=True).strip())
+        g = model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        outs.append(tok.decode(g[0, len(ids) :].tolist(), skip_special_tokens=True).strip())
     return outs

@@ -39,6 +39,7 @@ Conventions
   returned as a list. ``hierarchy_json``/``diff_json`` come back as ``hierarchy``/``diff``.
 * Every public method returns plain Python objects or pandas DataFrames.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -79,10 +80,7 @@ PROBE_SPLITS = ("forget", "retain", "holdout")
 # Schema
 # ---------------------------------------------------------------------------------------
 
-_BOOTSTRAP = (
-    "CREATE TABLE IF NOT EXISTS schema_version ("
-    " version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
-)
+_BOOTSTRAP = "CREATE TABLE IF NOT EXISTS schema_version ( version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (
@@ -179,16 +177,39 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 
 # Columns of ``runs`` that update_run may set; aliases map friendly names onto columns.
 _RUN_UPDATABLE = (
-    "author", "status", "method", "model", "dataset", "forget_concepts", "config_json",
-    "config_hash", "model_hash", "hierarchy_version", "phase", "progress", "message",
-    "started_at", "finished_at", "pid", "error", "summary_json",
+    "author",
+    "status",
+    "method",
+    "model",
+    "dataset",
+    "forget_concepts",
+    "config_json",
+    "config_hash",
+    "model_hash",
+    "hierarchy_version",
+    "phase",
+    "progress",
+    "message",
+    "started_at",
+    "finished_at",
+    "pid",
+    "error",
+    "summary_json",
 )
 _RUN_ALIASES = {"config": "config_json", "summary": "summary_json"}
 _RUN_JSON_COLUMNS = ("forget_concepts", "config_json", "summary_json")
 
 _PROBE_COLUMNS = (
-    "item_id", "split", "concept_id", "correct", "pred", "answer", "answer_logprob", "loss",
-    "mink", "option_logprobs_json",
+    "item_id",
+    "split",
+    "concept_id",
+    "correct",
+    "pred",
+    "answer",
+    "answer_logprob",
+    "loss",
+    "mink",
+    "option_logprobs_json",
 )
 
 # ---------------------------------------------------------------------------------------
@@ -346,7 +367,9 @@ class Store:
     def _session(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Lock, connect, BEGIN; COMMIT on success, ROLLBACK on error; close, unlock."""
         lock = FileLock(
-            str(self.lock_path), timeout=self.lock_timeout, thread_local=False,
+            str(self.lock_path),
+            timeout=self.lock_timeout,
+            thread_local=False,
             poll_interval=_LOCK_POLL_S,
         )
         try:
@@ -413,8 +436,7 @@ class Store:
         """Names of the tables in the database (sorted)."""
         with self._session() as con:
             rows = con.execute(
-                "SELECT table_name FROM information_schema.tables "
-                "WHERE table_schema = 'main' ORDER BY table_name"
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY table_name"
             ).fetchall()
         return [r[0] for r in rows]
 
@@ -491,9 +513,17 @@ class Store:
                 "forget_concepts, config_json, config_hash, model_hash, hierarchy_version, "
                 "progress) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, 0)",
                 [
-                    run_id, _now(), author, method, model, dataset,
-                    _dumps(list(forget_concepts or [])), _dumps(config or {}),
-                    config_hash or "", model_hash or "", _opt_int(hierarchy_version),
+                    run_id,
+                    _now(),
+                    author,
+                    method,
+                    model,
+                    dataset,
+                    _dumps(list(forget_concepts or [])),
+                    _dumps(config or {}),
+                    config_hash or "",
+                    model_hash or "",
+                    _opt_int(hierarchy_version),
                 ],
             )
 
@@ -563,7 +593,9 @@ class Store:
             self._require_run(con, run_id)
             con.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", [*params, run_id])
 
-    def _add_progress(self, con: duckdb.DuckDBPyConnection, run_id: str, phase: str, progress: float, message: str) -> None:
+    def _add_progress(
+        self, con: duckdb.DuckDBPyConnection, run_id: str, phase: str, progress: float, message: str
+    ) -> None:
         self._require_run(con, run_id)
         p = min(1.0, max(0.0, _opt_float(progress) or 0.0))
         con.execute(
@@ -647,19 +679,25 @@ class Store:
             elif olp is not None and not isinstance(olp, str):
                 olp = _dumps(olp)
             correct = r.get("correct")
-            records.append((
-                str(r["item_id"]), split,
-                None if r.get("concept_id") is None else str(r["concept_id"]),
-                None if correct is None else bool(correct),
-                _opt_int(r.get("pred")), _opt_int(r.get("answer")),
-                _opt_float(r.get("answer_logprob")), _opt_float(r.get("loss")),
-                _opt_float(r.get("mink")), olp,
-            ))
+            records.append(
+                (
+                    str(r["item_id"]),
+                    split,
+                    None if r.get("concept_id") is None else str(r["concept_id"]),
+                    None if correct is None else bool(correct),
+                    _opt_int(r.get("pred")),
+                    _opt_int(r.get("answer")),
+                    _opt_float(r.get("answer_logprob")),
+                    _opt_float(r.get("loss")),
+                    _opt_float(r.get("mink")),
+                    olp,
+                )
+            )
         cols = list(zip(*records)) if records else [()] * len(_PROBE_COLUMNS)
         dtypes = ["string", "string", "string", "boolean", "Int64", "Int64", "Float64", "Float64", "Float64", "string"]
-        frame = pd.DataFrame({
-            name: pd.array(list(values), dtype=dt) for name, values, dt in zip(_PROBE_COLUMNS, cols, dtypes)
-        })
+        frame = pd.DataFrame(
+            {name: pd.array(list(values), dtype=dt) for name, values, dt in zip(_PROBE_COLUMNS, cols, dtypes)}
+        )
         with self._session() as con:
             con.execute("DELETE FROM probe_results WHERE run_id = ? AND phase = ?", [run_id, phase])
             if len(frame):
@@ -722,7 +760,9 @@ class Store:
 
     # -- audit -----------------------------------------------------------------------------
 
-    def _log_event(self, con: duckdb.DuckDBPyConnection, actor: str, action: str, run_id: str | None, details: dict | None) -> None:
+    def _log_event(
+        self, con: duckdb.DuckDBPyConnection, actor: str, action: str, run_id: str | None, details: dict | None
+    ) -> None:
         con.execute(
             "INSERT INTO audit_events (ts, actor, action, run_id, details_json) VALUES (?, ?, ?, ?, ?)",
             [_now(), str(actor), str(action), run_id, _dumps(details or {})],

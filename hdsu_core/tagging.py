@@ -13,6 +13,7 @@ Membership (trained-on vs holdout) is decided per item by a seeded hash of its i
 of the forget selection, so one knowledge-injected model serves every selection: holdout items were
 never trained on and are the non-members for membership-inference tests.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,8 @@ from hdsu_core.hierarchy import Hierarchy, HierarchyError, Violation
 
 @dataclass(frozen=True)
 class Tag:
-    concept_id: str | None       # primary (most specific) concept, None when untagged
-    via: str                     # "label" | "matcher" | "term" | "none"
+    concept_id: str | None  # primary (most specific) concept, None when untagged
+    via: str  # "label" | "matcher" | "term" | "none"
     matched: tuple[str, ...] = ()  # every concept whose matcher or term hit
 
 
@@ -42,15 +43,20 @@ class TermIndex:
             for t in {t.strip().lower() for t in c.terms if t.strip()}:
                 self.by_term[t].append(c.id)
         terms = sorted(self.by_term, key=lambda t: (-len(t), t))
-        self.regex = (re.compile(r"(?<!\w)(?:" + "|".join(re.escape(t) for t in terms) + r")(?!\w)",
-                                 re.IGNORECASE) if terms else None)
+        self.regex = (
+            re.compile(r"(?<!\w)(?:" + "|".join(re.escape(t) for t in terms) + r")(?!\w)", re.IGNORECASE)
+            if terms
+            else None
+        )
 
     def spans(self, text: str) -> list[tuple[int, int, str, tuple[str, ...]]]:
         """(start, end, term, concept ids) for each non-overlapping term occurrence."""
         if not self.regex or not text:
             return []
-        return [(m.start(), m.end(), m.group(0).lower(), tuple(self.by_term[m.group(0).lower()]))
-                for m in self.regex.finditer(text)]
+        return [
+            (m.start(), m.end(), m.group(0).lower(), tuple(self.by_term[m.group(0).lower()]))
+            for m in self.regex.finditer(text)
+        ]
 
 
 class Tagger:
@@ -120,11 +126,11 @@ def is_member(item_id: str, seed: int, holdout_fraction: float) -> bool:
 class Split:
     forget: list[QAItem]
     retain: list[QAItem]
-    holdout_forget: list[QAItem]        # under the selection, never trained on
-    holdout_retain: list[QAItem]        # outside the selection, never trained on
+    holdout_forget: list[QAItem]  # under the selection, never trained on
+    holdout_retain: list[QAItem]  # outside the selection, never trained on
     tags: dict[str, Tag]
     selected: list[str]
-    targeted: set[str]                  # every concept under the selection
+    targeted: set[str]  # every concept under the selection
     seed: int
     holdout_fraction: float
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # concept -> {forget, retain, holdout}
@@ -145,21 +151,34 @@ class Split:
         return out
 
     def summary(self) -> dict:
-        return {"forget": len(self.forget), "retain": len(self.retain),
-                "holdout_forget": len(self.holdout_forget), "holdout_retain": len(self.holdout_retain),
-                "holdout": len(self.holdout), "selected": self.selected,
-                "untagged": sum(1 for t in self.tags.values() if t.concept_id is None)}
+        return {
+            "forget": len(self.forget),
+            "retain": len(self.retain),
+            "holdout_forget": len(self.holdout_forget),
+            "holdout_retain": len(self.holdout_retain),
+            "holdout": len(self.holdout),
+            "selected": self.selected,
+            "untagged": sum(1 for t in self.tags.values() if t.concept_id is None),
+        }
 
 
-def make_split(items: Sequence[QAItem], hierarchy: Hierarchy, forget: Iterable[str], *, seed: int = 0,
-               holdout_fraction: float = 0.2, tags: dict[str, Tag] | None = None) -> Split:
+def make_split(
+    items: Sequence[QAItem],
+    hierarchy: Hierarchy,
+    forget: Iterable[str],
+    *,
+    seed: int = 0,
+    holdout_fraction: float = 0.2,
+    tags: dict[str, Tag] | None = None,
+) -> Split:
     selected = [s.strip() for s in forget if s and s.strip()]
     if not selected:
         raise HierarchyError([Violation("empty_selection", (), "no concepts selected to forget")])
     unknown = [s for s in selected if s not in hierarchy]
     if unknown:
-        raise HierarchyError([Violation("unknown_concept", tuple(unknown),
-                                        f"unknown concept id(s): {', '.join(unknown)}")])
+        raise HierarchyError(
+            [Violation("unknown_concept", tuple(unknown), f"unknown concept id(s): {', '.join(unknown)}")]
+        )
     targeted = hierarchy.expand_selection(selected)
     tags = tags if tags is not None else Tagger(hierarchy).tag_all(items)
     sp = Split([], [], [], [], tags, selected, targeted, seed, holdout_fraction)

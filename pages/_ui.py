@@ -1,5 +1,6 @@
 """Streamlit glue shared by the pages: the store, identity, caches and the working hierarchy.
 Only calls into hdsu_core; no SQL here."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -50,6 +51,7 @@ def header(title: str, caption: str) -> None:
 @st.cache_resource(show_spinner="Loading dataset…", max_entries=8)
 def _items(spec: str, mtime: float):
     from hdsu_core.datasets import load_spec
+
     rep = load_spec(spec)
     return rep.items
 
@@ -61,6 +63,7 @@ def items(spec: str):
 @st.cache_resource(show_spinner="Tagging items with concepts…", max_entries=16)
 def _tags(spec: str, mtime: float, hkey: str, _h: Hierarchy):
     from hdsu_core.tagging import Tagger
+
     return Tagger(_h).tag_all(_items(spec, mtime))
 
 
@@ -116,5 +119,11 @@ def metric_card_row(cards: list[dict], cols_per_row: int = 6) -> None:
     cols = st.columns(min(cols_per_row, len(cards)))
     for i, c in enumerate(cards):
         with cols[i % len(cols)]:
-            st.metric(c["label"], c["value"], delta=c.get("delta"), delta_color=c.get("delta_color", "normal"),
-                      help=c.get("help"), border=True)
+            st.metric(
+                c["label"],
+                c["value"],
+                delta=c.get("delta"),
+                delta_color=c.get("delta_color", "normal"),
+                help=c.get("help"),
+                border=True,
+            )

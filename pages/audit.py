@@ -3,8 +3,11 @@ import streamlit as st
 from hdsu_core import dashboard as D
 from pages import _ui
 
-_ui.header("Audit report", "A self-contained record of one run: who launched it, what was forgotten, with which "
-           "method and settings, and the measured outcome. Preview it here and download it as HTML or PDF.")
+_ui.header(
+    "Audit report",
+    "A self-contained record of one run: who launched it, what was forgotten, with which "
+    "method and settings, and the measured outcome. Preview it here and download it as HTML or PDF.",
+)
 store = _ui.store()
 ss = st.session_state
 
@@ -42,8 +45,9 @@ events = store.audit_events(run_id=rid)
 run = store.get_run(rid)
 
 if build_html is None:
-    st.warning("The audit report module (hdsu_core.audit) is not available yet; showing the audit trail only.",
-               icon="🚧")
+    st.warning(
+        "The audit report module (hdsu_core.audit) is not available yet; showing the audit trail only.", icon="🚧"
+    )
 else:
     try:
         html = _preview(str(store.path), rid, len(events), run["status"])
@@ -52,9 +56,15 @@ else:
         html = None
     if html:
         d1, d2, _ = st.columns([1, 1, 3])
-        d1.download_button("Download HTML", html, file_name=f"hdsu-audit-{rid}.html", mime="text/html",
-                           icon="⬇️", on_click=store.log_event,
-                           args=(_ui.actor(), "export_report", rid, {"format": "html", "via": "dashboard"}))
+        d1.download_button(
+            "Download HTML",
+            html,
+            file_name=f"hdsu-audit-{rid}.html",
+            mime="text/html",
+            icon="⬇️",
+            on_click=store.log_event,
+            args=(_ui.actor(), "export_report", rid, {"format": "html", "via": "dashboard"}),
+        )
         pdf_key = f"audit_pdf_{rid}"
         if ss.get(pdf_key) is None:
             if d2.button("Prepare PDF", icon="📄"):
@@ -65,8 +75,14 @@ else:
                 except Exception as e:  # noqa: BLE001 - PDF rendering needs WeasyPrint's system libraries
                     st.error(f"PDF unavailable: {e}", icon="🚫")
         else:
-            d2.download_button("Download PDF", ss[pdf_key], file_name=f"hdsu-audit-{rid}.pdf",
-                               mime="application/pdf", icon="⬇️", on_click="ignore")
+            d2.download_button(
+                "Download PDF",
+                ss[pdf_key],
+                file_name=f"hdsu-audit-{rid}.pdf",
+                mime="application/pdf",
+                icon="⬇️",
+                on_click="ignore",
+            )
         with st.container(border=True, height=700):
             st.html(html)
 

@@ -4,8 +4,11 @@ from hdsu_core import dashboard as D
 from hdsu_core.hierarchy import Hierarchy, HierarchyError
 from pages import _ui
 
-_ui.header("Compare", "What a run removed and what it kept: headline metrics, the collateral map over the "
-           "hierarchy, every question before and after, membership-inference scores and sample generations.")
+_ui.header(
+    "Compare",
+    "What a run removed and what it kept: headline metrics, the collateral map over the "
+    "hierarchy, every question before and after, membership-inference scores and sample generations.",
+)
 store = _ui.store()
 ss = st.session_state
 
@@ -22,8 +25,12 @@ if ss.get("compare_run") not in labels:
     ss["compare_run"] = ids[0]
 c1, c2 = st.columns(2)
 rid = c1.selectbox("Run", ids, format_func=labels.get, key="compare_run")
-other = c2.selectbox("Compare with (optional)", ["(none)"] + [i for i in ids if i != rid],
-                     format_func=lambda i: labels.get(i, i), key="compare_other")
+other = c2.selectbox(
+    "Compare with (optional)",
+    ["(none)"] + [i for i in ids if i != rid],
+    format_func=lambda i: labels.get(i, i),
+    key="compare_other",
+)
 other = None if other == "(none)" else other
 
 
@@ -49,8 +56,10 @@ db = str(store.path)
 run = store.get_run(rid)
 m = _metrics(db, rid)
 st.markdown(f"##### {rid}")
-st.caption(f"{run['method']} · dataset {D.dataset_label(run['dataset'] or '')} · model {run['model']} · forget "
-           f"{', '.join(run['forget_concepts'] or [])} · by {run.get('author') or '?'}")
+st.caption(
+    f"{run['method']} · dataset {D.dataset_label(run['dataset'] or '')} · model {run['model']} · forget "
+    f"{', '.join(run['forget_concepts'] or [])} · by {run.get('author') or '?'}"
+)
 if not m:
     st.warning("This run has no stored metrics.", icon="⚠️")
 _ui.metric_card_row(D.metric_cards(m), cols_per_row=3)  # 6 in a row truncate values below ~1600 px
@@ -65,32 +74,50 @@ h = _hierarchy_for(run)
 tab_map, tab_q, tab_mia, tab_gen = st.tabs(["Collateral map", "Questions", "Membership inference", "Generations"])
 
 with tab_map:
-    scope = st.radio("Items", ["all", "preserved"], horizontal=True, key="map_scope",
-                     format_func={"all": "all probed items", "preserved": "preserved only (retain + holdout outside "
-                                  "the selection)"}.get)
+    scope = st.radio(
+        "Items",
+        ["all", "preserved"],
+        horizontal=True,
+        key="map_scope",
+        format_func={
+            "all": "all probed items",
+            "preserved": "preserved only (retain + holdout outside the selection)",
+        }.get,
+    )
     p = probes
     if scope == "preserved" and not probes.empty:
         targeted = h.expand_selection([c for c in (run["forget_concepts"] or []) if c in h])
         p = probes[~probes["concept_id"].isin(targeted)]
     cmap = D.collateral_map(h, p)
     st.plotly_chart(D.collateral_figure(h, cmap, run["forget_concepts"] or []), width="stretch", key="collateral")
-    st.caption(":red[red] = accuracy dropped · :blue[blue] = kept or improved · outlined = forget target. "
-               "Segment size = number of probed items.")
+    st.caption(
+        ":red[red] = accuracy dropped · :blue[blue] = kept or improved · outlined = forget target. "
+        "Segment size = number of probed items."
+    )
     with st.expander("Per-concept table"):
-        st.dataframe(cmap, hide_index=True, width="stretch",
-                     column_config={"acc_before": st.column_config.NumberColumn(format="percent"),
-                                    "acc_after": st.column_config.NumberColumn(format="percent"),
-                                    "change_pts": st.column_config.NumberColumn("change (pts)", format="%+.1f")})
+        st.dataframe(
+            cmap,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "acc_before": st.column_config.NumberColumn(format="percent"),
+                "acc_after": st.column_config.NumberColumn(format="percent"),
+                "change_pts": st.column_config.NumberColumn("change (pts)", format="%+.1f"),
+            },
+        )
 
 with tab_q:
     q = D.per_question(probes)
     f1, f2, f3 = st.columns(3)
     concepts = sorted(x for x in q["concept_id"].dropna().unique() if x)
-    fc = f1.multiselect("Concept", concepts, key="q_concepts",
-                        format_func=lambda c: h.concept(c).name if c in h else c)
+    fc = f1.multiselect("Concept", concepts, key="q_concepts", format_func=lambda c: h.concept(c).name if c in h else c)
     fs = f2.multiselect("Split", ["forget", "retain", "holdout"], key="q_splits")
-    ch = f3.selectbox("Answer", ["all", "changed", "unchanged", "lost", "gained"], key="q_change",
-                      help="lost: correct before, wrong after; gained: the reverse")
+    ch = f3.selectbox(
+        "Answer",
+        ["all", "changed", "unchanged", "lost", "gained"],
+        key="q_change",
+        help="lost: correct before, wrong after; gained: the reverse",
+    )
     shown = D.filter_questions(q, fc, fs, ch)
     st.caption(f"{len(shown):,} of {len(q):,} questions")
     st.dataframe(shown, hide_index=True, width="stretch", height=420)
@@ -98,8 +125,12 @@ with tab_q:
 with tab_mia:
     a, b = st.columns(2)
     a.metric("MIA AUC before", "–" if m.get("mia_auc_before") is None else f"{m['mia_auc_before']:.3f}", border=True)
-    b.metric("MIA AUC after", "–" if m.get("mia_auc") is None else f"{m['mia_auc']:.3f}", border=True,
-             help="0.5: forget items look like never-seen holdout items")
+    b.metric(
+        "MIA AUC after",
+        "–" if m.get("mia_auc") is None else f"{m['mia_auc']:.3f}",
+        border=True,
+        help="0.5: forget items look like never-seen holdout items",
+    )
     st.plotly_chart(D.mia_figure(probes), width="stretch", key="mia")
 
 with tab_gen:

@@ -6,8 +6,11 @@ from hdsu_core import dashboard as D
 from hdsu_core.hierarchy import Concept, Hierarchy, HierarchyError
 from pages import _ui
 
-_ui.header("Hierarchy", "Four levels: foundational science › clinical domain › specialty topic › specific detail. "
-           "Click a concept (or search for it) to see its details and add it to the forget selection.")
+_ui.header(
+    "Hierarchy",
+    "Four levels: foundational science › clinical domain › specialty topic › specific detail. "
+    "Click a concept (or search for it) to see its details and add it to the forget selection.",
+)
 store = _ui.store()
 h = _ui.working_hierarchy()
 hkey = _ui.working_key()
@@ -55,8 +58,10 @@ def _apply(edit, label: str) -> None:
 base = ss.get("hierarchy_base")
 bar1, bar2, bar3 = st.columns([3, 1, 1])
 src = "data/hierarchy.json (no saved version yet)" if base is None else f"saved version {base}"
-bar1.markdown(f"**{h.name}** · {len(h):,} concepts · based on {src}"
-              + (" · :orange[unsaved edits]" if ss.get("hierarchy_dirty") else ""))
+bar1.markdown(
+    f"**{h.name}** · {len(h):,} concepts · based on {src}"
+    + (" · :orange[unsaved edits]" if ss.get("hierarchy_dirty") else "")
+)
 if bar3.button("Reload latest", help="Discard unsaved edits and load the latest saved version"):
     _ui.working_hierarchy(reload=True)
     st.rerun()
@@ -75,16 +80,24 @@ with tab_explore:
     c_chart, c_side = st.columns([3, 2], gap="large")
     with c_chart:
         o1, o2 = st.columns(2)
-        color_by = o1.radio("Colour", ["selection", "level"], horizontal=True, key="hier_color",
-                            format_func={"selection": "by forget selection", "level": "by level"}.get)
+        color_by = o1.radio(
+            "Colour",
+            ["selection", "level"],
+            horizontal=True,
+            key="hier_color",
+            format_func={"selection": "by forget selection", "level": "by level"}.get,
+        )
         kind = o2.radio("View", ["sunburst", "icicle"], horizontal=True, key="hier_kind")
         t0 = time.perf_counter()
         fig = _figure(hkey, tuple(sel), color_by, kind, h)
-        event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"hier_chart_{kind}",
-                                width="stretch")
-        st.caption(f":red[■] selected to forget · :orange[■] under a selected concept · "
-                   f":blue[■] preserved (darker = higher level)"
-                   + (" · large hierarchy: 3 rings shown, click to zoom" if len(h) > D.LARGE_HIERARCHY else ""))
+        event = st.plotly_chart(
+            fig, on_select="rerun", selection_mode="points", key=f"hier_chart_{kind}", width="stretch"
+        )
+        st.caption(
+            f":red[■] selected to forget · :orange[■] under a selected concept · "
+            f":blue[■] preserved (darker = higher level)"
+            + (" · large hierarchy: 3 rings shown, click to zoom" if len(h) > D.LARGE_HIERARCHY else "")
+        )
         clicked = D.concept_from_event(event, h, _arrays(hkey, h))
         if clicked and clicked != ss.get("hier_last_click"):
             ss["hier_last_click"] = clicked
@@ -100,14 +113,23 @@ with tab_explore:
         def _pick():
             ss["focus"] = ss["concept_pick"]
             ss["edit_target"] = ss["concept_pick"]
-        st.selectbox("Find a concept", ids, format_func=options.get, key="concept_pick", on_change=_pick,
-                     help="Type to search by name or id")
+
+        st.selectbox(
+            "Find a concept",
+            ids,
+            format_func=options.get,
+            key="concept_pick",
+            on_change=_pick,
+            help="Type to search by name or id",
+        )
         cid = ss["focus"]
         d = D.concept_details(h, cid)
         st.markdown(f"#### {d['name']}")
         st.caption(f"{d['path']}")
-        st.markdown(f"Level **{d['level']}** · {d['level_name']} · id `{d['id']}` · "
-                    f"{len(d['children'])} children, {d['n_descendants']} below")
+        st.markdown(
+            f"Level **{d['level']}** · {d['level_name']} · id `{d['id']}` · "
+            f"{len(d['children'])} children, {d['n_descendants']} below"
+        )
         roles = D.selection_roles(h, sel)
         role = roles.get(cid)
         if role == "selected":
@@ -125,17 +147,21 @@ with tab_explore:
         if d["codes"]:
             st.markdown("**Codes** " + ", ".join(f"{k}: `{v}`" for k, v in d["codes"].items()))
         if d["matchers"]:
-            st.markdown("**Matchers** " + "; ".join(f"{m.get('source')}.{m.get('field')} = “{m.get('equals')}”"
-                                                   for m in d["matchers"]))
+            st.markdown(
+                "**Matchers** "
+                + "; ".join(f"{m.get('source')}.{m.get('field')} = “{m.get('equals')}”" for m in d["matchers"])
+            )
         if d["description"]:
             st.caption(d["description"])
         choices = D.dataset_choices()
         st.markdown("**Matched items**")
-        real = len(choices) > 1 and st.toggle(f"Also count in {', '.join(list(choices)[1:])}", key="count_real",
-                                               help="Tags the real benchmark files once per hierarchy version "
-                                                    "(a few seconds)")
+        real = len(choices) > 1 and st.toggle(
+            f"Also count in {', '.join(list(choices)[1:])}",
+            key="count_real",
+            help="Tags the real benchmark files once per hierarchy version (a few seconds)",
+        )
         counts = {}
-        for label, spec in (choices.items() if real else list(choices.items())[:1]):
+        for label, spec in choices.items() if real else list(choices.items())[:1]:
             counts[label.replace(" (embedded)", "")] = _counts(spec, D.spec_mtime(spec), hkey, h)
         st.dataframe(D.concept_item_counts(h, cid, counts), hide_index=True, width="stretch")
 
@@ -143,17 +169,26 @@ with tab_explore:
 
     def _ms():
         _ui.set_selection(D.clean_selection(h, ss["forget_ms"]))
+
     ss["forget_ms"] = list(sel)
-    st.multiselect("Concepts to forget (with everything below them)", ids, format_func=options.get,
-                   key="forget_ms", on_change=_ms, placeholder="Search concepts…")
+    st.multiselect(
+        "Concepts to forget (with everything below them)",
+        ids,
+        format_func=options.get,
+        key="forget_ms",
+        on_change=_ms,
+        placeholder="Search concepts…",
+    )
     if sel:
         st.page_link("pages/unlearn.py", label=f"Continue to Unlearn with {len(sel)} concept(s)", icon="✂️")
     st.caption(f"Figure: {1000 * (time.perf_counter() - t0):.0f} ms")
 
 # ---- edit ----------------------------------------------------------------------------------------
 with tab_edit:
-    st.caption("Edits change your working copy; every edit is validated (a child sits exactly one level "
-               "below its parent, ids are unique, terms are not repeated). Save to create a new version.")
+    st.caption(
+        "Edits change your working copy; every edit is validated (a child sits exactly one level "
+        "below its parent, ids are unique, terms are not repeated). Save to create a new version."
+    )
     if ss.get("edit_target") not in options:
         ss["edit_target"] = ss["focus"]
     target = st.selectbox("Concept to edit", ids, format_func=options.get, key="edit_target")
@@ -164,42 +199,59 @@ with tab_edit:
             new_name = st.text_input("New name", value=h.concept(target).name)
             desc = st.text_area("Description", value=h.concept(target).description, height=68)
             if st.form_submit_button("Apply"):
-                _apply(lambda x: x.update(target, name=new_name.strip(), description=desc),
-                       f"Renamed {target} to “{new_name.strip()}”.")
+                _apply(
+                    lambda x: x.update(target, name=new_name.strip(), description=desc),
+                    f"Renamed {target} to “{new_name.strip()}”.",
+                )
         with st.form("move_form"):
             st.markdown("**Move** (the whole subtree moves; levels shift)")
             parents = ["(none: make it a top-level branch)"] + [i for i in ids if i != target]
             cur = h.parent(target)
-            new_parent = st.selectbox("New parent", parents, index=parents.index(cur) if cur in parents else 0,
-                                      format_func=lambda i: options.get(i, i))
+            new_parent = st.selectbox(
+                "New parent",
+                parents,
+                index=parents.index(cur) if cur in parents else 0,
+                format_func=lambda i: options.get(i, i),
+            )
             if st.form_submit_button("Move"):
                 np_ = None if new_parent.startswith("(none") else new_parent
                 _apply(lambda x: x.move(target, np_), f"Moved {target} under {np_ or 'the root'}.")
         with st.form("delete_form"):
             st.markdown("**Delete**")
-            mode = st.radio("What happens to its children?", ["subtree", "reattach"], horizontal=True,
-                            format_func={"subtree": "delete them too", "reattach": "reattach them to the parent"}.get)
+            mode = st.radio(
+                "What happens to its children?",
+                ["subtree", "reattach"],
+                horizontal=True,
+                format_func={"subtree": "delete them too", "reattach": "reattach them to the parent"}.get,
+            )
             if st.form_submit_button("Delete", type="primary"):
                 _apply(lambda x: x.delete(target, mode), f"Deleted {target} ({mode}).")
     with e2:
         st.markdown("**Terms** (surface forms used to tag questions)")
-        edited = st.data_editor(D.terms_frame(h, target), num_rows="dynamic", hide_index=True, width="stretch",
-                                key=f"terms_{target}_{hkey}")
+        edited = st.data_editor(
+            D.terms_frame(h, target), num_rows="dynamic", hide_index=True, width="stretch", key=f"terms_{target}_{hkey}"
+        )
         if st.button("Apply terms", key="apply_terms"):
             _apply(lambda x: x.set_terms(target, D.terms_from_frame(edited)), f"Updated the terms of {target}.")
         with st.form("add_form", clear_on_submit=False):
             st.markdown("**Add a concept**")
             a_name = st.text_input("Name")
             a_parents = ["(none: new top-level branch)"] + ids
-            a_parent = st.selectbox("Parent", a_parents, format_func=lambda i: options.get(i, i),
-                                    index=a_parents.index(target))
+            a_parent = st.selectbox(
+                "Parent", a_parents, format_func=lambda i: options.get(i, i), index=a_parents.index(target)
+            )
             a_terms = st.text_input("Terms (comma separated)")
             a_id = st.text_input("Id (optional)", placeholder="derived from the name")
             if st.form_submit_button("Add"):
                 par = None if a_parent.startswith("(none") else a_parent
                 new_id = a_id.strip() or D.new_concept_id(h, a_name or "concept")
-                con = Concept(id=new_id, name=a_name.strip(), level=1 if par is None else h.concept(par).level + 1,
-                              parent=par, terms=[t.strip() for t in a_terms.split(",") if t.strip()])
+                con = Concept(
+                    id=new_id,
+                    name=a_name.strip(),
+                    level=1 if par is None else h.concept(par).level + 1,
+                    parent=par,
+                    terms=[t.strip() for t in a_terms.split(",") if t.strip()],
+                )
                 _apply(lambda x: x.add(con), f"Added {new_id}.")
 
     st.divider()
@@ -237,12 +289,16 @@ with tab_io:
     with i1:
         st.markdown("##### Import from ICD-10-CM")
         with st.form("icd_form"):
-            rng = st.text_input("Chapter, block or category", value="F40-F48",
-                                help="e.g. F40-F48 (anxiety disorders), 5 (chapter 5), F32")
+            rng = st.text_input(
+                "Chapter, block or category",
+                value="F40-F48",
+                help="e.g. F40-F48 (anxiety disorders), 5 (chapter 5), F32",
+            )
             go_prev = st.form_submit_button("Preview")
         if go_prev:
             try:
                 from hdsu_core.icd10 import import_branch
+
                 ss["icd_preview"] = import_branch(rng)
                 ss["icd_range"] = rng
             except HierarchyError as e:
@@ -252,8 +308,12 @@ with tab_io:
         if br is not None:
             lc = br.level_counts()
             st.markdown(f"**{br.name}**: {len(br)} concepts (" + ", ".join(f"L{k} {v}" for k, v in lc.items()) + ")")
-            st.dataframe([{"id": c.id, "name": c.name, "level": c.level, "terms": len(c.terms)}
-                          for c in br.concepts()], hide_index=True, height=220, width="stretch")
+            st.dataframe(
+                [{"id": c.id, "name": c.name, "level": c.level, "terms": len(c.terms)} for c in br.concepts()],
+                hide_index=True,
+                height=220,
+                width="stretch",
+            )
             b1, b2 = st.columns(2)
             mode = None
             if b1.button("Add as new L1 branch", type="primary", width="stretch"):
@@ -266,8 +326,12 @@ with tab_io:
                 except HierarchyError as e:
                     _show_violations(e)
                 else:
-                    store.log_event(_ui.actor(), "import_icd10", None,
-                                    {"range": ss.get("icd_range"), "mode": mode, "concepts": len(br)})
+                    store.log_event(
+                        _ui.actor(),
+                        "import_icd10",
+                        None,
+                        {"range": ss.get("icd_range"), "mode": mode, "concepts": len(br)},
+                    )
                     ss["hierarchy"] = merged
                     _ui.set_working(merged)
                     ss.pop("icd_preview", None)
@@ -275,8 +339,13 @@ with tab_io:
                     st.rerun()
     with i2:
         st.markdown("##### Export / upload JSON")
-        st.download_button("Download working hierarchy (JSON)", D.hierarchy_json(h), file_name="hierarchy.json",
-                           mime="application/json", icon="⬇️")
+        st.download_button(
+            "Download working hierarchy (JSON)",
+            D.hierarchy_json(h),
+            file_name="hierarchy.json",
+            mime="application/json",
+            icon="⬇️",
+        )
         up = st.file_uploader("Upload a hierarchy JSON", type=["json"])
         if up is not None:
             new_h, violations = D.parse_hierarchy_json(up.getvalue())

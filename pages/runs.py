@@ -4,8 +4,9 @@ from hdsu_core import dashboard as D
 from hdsu_core import jobs
 from pages import _ui
 
-_ui.header("Runs", "Every unlearning run with its status. Active runs update live; a run keeps going if you "
-           "close the browser.")
+_ui.header(
+    "Runs", "Every unlearning run with its status. Active runs update live; a run keeps going if you close the browser."
+)
 store = _ui.store()
 ss = st.session_state
 reaped = jobs.reap(store)
@@ -39,14 +40,24 @@ def active_runs() -> None:
         rd = r.to_dict()
         with st.container(border=True):
             a, b = st.columns([4, 1])
-            a.markdown(f"**{rd['run_id']}** · {D.STATUS_ICONS.get(rd['status'])} · {rd['method']} · "
-                       f"forget {', '.join(rd['forget_concepts'] or [])} · by {rd.get('author') or '?'}")
-            b.button("Cancel", key=f"cancel_{rd['run_id']}", on_click=_cancel, args=(rd["run_id"],), icon="⏹️",
-                     width="stretch")
+            a.markdown(
+                f"**{rd['run_id']}** · {D.STATUS_ICONS.get(rd['status'])} · {rd['method']} · "
+                f"forget {', '.join(rd['forget_concepts'] or [])} · by {rd.get('author') or '?'}"
+            )
+            b.button(
+                "Cancel",
+                key=f"cancel_{rd['run_id']}",
+                on_click=_cancel,
+                args=(rd["run_id"],),
+                icon="⏹️",
+                width="stretch",
+            )
             frac = float(rd.get("progress") or 0.0)
-            st.progress(min(1.0, max(0.0, frac)),
-                        text=f"{rd.get('phase') or 'queued'} · {frac:.0%} · elapsed {D.fmt_seconds(D.elapsed_s(rd))}"
-                             + (f" · {rd['message']}" if rd.get("message") else ""))
+            st.progress(
+                min(1.0, max(0.0, frac)),
+                text=f"{rd.get('phase') or 'queued'} · {frac:.0%} · elapsed {D.fmt_seconds(D.elapsed_s(rd))}"
+                + (f" · {rd['message']}" if rd.get("message") else ""),
+            )
             tail = jobs.log_tail(rd["run_id"], lines=12)
             with st.expander("Log", expanded=False):
                 st.code(tail or "(no output yet)", language=None)
@@ -65,10 +76,15 @@ else:
     f1, f2 = st.columns([2, 3])
     statuses = f1.multiselect("Status", list(D.STATUS_ICONS), key="runs_status", placeholder="all")
     shown = table if not statuses else table[runs["status"].isin(statuses).values]
-    st.dataframe(shown, hide_index=True, width="stretch",
-                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0,
-                                                                            format="percent"),
-                                "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm")})
+    st.dataframe(
+        shown,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+            "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
+        },
+    )
     finished = runs[runs["status"].isin(["done", "failed", "cancelled"])]
     if not finished.empty:
         pick = st.selectbox("Inspect a finished run", finished["run_id"].tolist(), key="runs_inspect")

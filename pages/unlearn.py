@@ -9,16 +9,22 @@ from hdsu_core.methods import available, get_method
 from hdsu_core.tagging import collateral_terms, make_split
 from pages import _ui
 
-_ui.header("Unlearn", "Check what the selection covers in the chosen dataset, pick a method, and launch a run. "
-           "Runs execute in a separate worker process; follow them on the Runs page.")
+_ui.header(
+    "Unlearn",
+    "Check what the selection covers in the chosen dataset, pick a method, and launch a run. "
+    "Runs execute in a separate worker process; follow them on the Runs page.",
+)
 store = _ui.store()
 ss = st.session_state
 h, hver = _ui.saved_hierarchy()
 sel = D.clean_selection(h, _ui.selection())
 if ss.get("hierarchy_dirty"):
-    st.warning("The hierarchy has unsaved edits: runs use the last saved version "
-               f"({'data/hierarchy.json' if hver is None else f'version {hver}'}). Save on the Hierarchy page first "
-               "to include them.", icon="⚠️")
+    st.warning(
+        "The hierarchy has unsaved edits: runs use the last saved version "
+        f"({'data/hierarchy.json' if hver is None else f'version {hver}'}). Save on the Hierarchy page first "
+        "to include them.",
+        icon="⚠️",
+    )
 
 # ---- dataset & model -----------------------------------------------------------------------------
 c1, c2 = st.columns(2, gap="large")
@@ -35,16 +41,23 @@ with c1:
         spec = choices[ds_label]
 with c2:
     st.subheader("Model")
-    model_choice = st.radio("Model", ["demo", "local"], horizontal=True, key="model_choice",
-                            format_func={"demo": "Embedded demo model", "local": "Local model path"}.get)
+    model_choice = st.radio(
+        "Model",
+        ["demo", "local"],
+        horizontal=True,
+        key="model_choice",
+        format_func={"demo": "Embedded demo model", "local": "Local model path"}.get,
+    )
     model = "demo"
     inject = False
     if model_choice == "local":
         model = st.text_input("Hugging Face directory or .gguf file", key="model_path").strip()
         inject = st.checkbox("Fine-tune it on the dataset members first (knowledge injection)", key="inject")
     elif spec != "demo":
-        st.caption("On a real dataset the demo recipe first trains a tiny model on that dataset's members "
-                   "(cached after the first run).")
+        st.caption(
+            "On a real dataset the demo recipe first trains a tiny model on that dataset's members "
+            "(cached after the first run)."
+        )
 
 # ---- selection counts ----------------------------------------------------------------------------
 st.subheader("Forget selection")
@@ -59,8 +72,14 @@ def _ms():
 
 
 ss["unlearn_ms"] = list(sel)
-st.multiselect("Concepts to forget", list(options), format_func=options.get, key="unlearn_ms", on_change=_ms,
-               placeholder="Search concepts…")
+st.multiselect(
+    "Concepts to forget",
+    list(options),
+    format_func=options.get,
+    key="unlearn_ms",
+    on_change=_ms,
+    placeholder="Search concepts…",
+)
 
 seed = int(ss.get("seed", 0))
 holdout_fraction = float(ss.get("holdout_fraction", 0.2))
@@ -77,12 +96,18 @@ if data_error:
 if split is not None:
     tot = D.split_totals(split)
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Forget (trained on)", tot["forget"], border=True, help="Items under the selection the model was trained on")
+    m1.metric(
+        "Forget (trained on)", tot["forget"], border=True, help="Items under the selection the model was trained on"
+    )
     m2.metric("Retain", tot["retain"], border=True, help="Trained-on items outside the selection: must be preserved")
     m3.metric("Holdout", tot["holdout"], border=True, help="Never trained on: non-members for the MIA test")
     m4.metric("Untagged", tot["untagged"], border=True, help="Items no concept matched (kept in retain/holdout)")
-    st.dataframe(D.split_table(h, split), hide_index=True, width="stretch",
-                 column_config={"forget": st.column_config.NumberColumn("forget", help="trained on, to forget")})
+    st.dataframe(
+        D.split_table(h, split),
+        hide_index=True,
+        width="stretch",
+        column_config={"forget": st.column_config.NumberColumn("forget", help="trained on, to forget")},
+    )
     if tot["forget"] == 0:
         st.warning("The selection matches no trained-on items in this dataset: a run would fail.", icon="⚠️")
     coll = collateral_terms(h, sel)
@@ -95,8 +120,13 @@ if split is not None:
 # ---- method ------------------------------------------------------------------------------------------
 st.subheader("Method")
 methods = available()
-method = st.selectbox("Unlearning method", methods, index=methods.index("hdsu") if "hdsu" in methods else 0,
-                      key="method", help="hdsu: hierarchical, concept-aware, sparse and bounded; the others are baselines")
+method = st.selectbox(
+    "Unlearning method",
+    methods,
+    index=methods.index("hdsu") if "hdsu" in methods else 0,
+    key="method",
+    help="hdsu: hierarchical, concept-aware, sparse and bounded; the others are baselines",
+)
 defaults = dict(get_method(method).defaults)
 settings = {}
 keys = D.key_settings(defaults)
@@ -106,17 +136,30 @@ for col, (k, v) in zip(cols, keys.items()):
         if isinstance(v, int):
             settings[k] = int(st.number_input(k, value=int(v), step=max(1, int(v) // 10 or 1), key=f"set_{method}_{k}"))
         else:
-            settings[k] = float(st.number_input(k, value=float(v), format="%g", step=float(v) / 10 if v else 0.1,
-                                                key=f"set_{method}_{k}"))
+            settings[k] = float(
+                st.number_input(
+                    k, value=float(v), format="%g", step=float(v) / 10 if v else 0.1, key=f"set_{method}_{k}"
+                )
+            )
 with st.expander("Split and compute settings"):
     s1, s2, s3, s4 = st.columns(4)
     s1.number_input("Seed", value=0, step=1, key="seed")
     s2.number_input("Holdout fraction", value=0.2, min_value=0.05, max_value=0.9, step=0.05, key="holdout_fraction")
     devices = D.device_options()
-    s3.selectbox("Device", list(devices), format_func=devices.get, key="device",
-                 help="Where the run computes: auto takes a CUDA GPU when one is visible, else the CPU")
-    s4.selectbox("Weight precision", list(D.DTYPE_OPTIONS), format_func=D.DTYPE_OPTIONS.get, key="dtype",
-                 help="bfloat16 halves the memory of a large model; losses and updates stay float32")
+    s3.selectbox(
+        "Device",
+        list(devices),
+        format_func=devices.get,
+        key="device",
+        help="Where the run computes: auto takes a CUDA GPU when one is visible, else the CPU",
+    )
+    s4.selectbox(
+        "Weight precision",
+        list(D.DTYPE_OPTIONS),
+        format_func=D.DTYPE_OPTIONS.get,
+        key="dtype",
+        help="bfloat16 halves the memory of a large model; losses and updates stay float32",
+    )
 
 # ---- launch ------------------------------------------------------------------------------------------
 problems = []
@@ -131,14 +174,26 @@ if split is not None and not split.forget:
 if data_error:
     problems.append("fix the dataset")
 changed = {k: v for k, v in settings.items() if v != defaults.get(k)}
-st.caption(f"Launching as **{_ui.actor()}** · method **{method}** · "
-           f"{'default settings' if not changed else 'changed: ' + ', '.join(f'{k}={v:g}' for k, v in changed.items())}")
+st.caption(
+    f"Launching as **{_ui.actor()}** · method **{method}** · "
+    f"{'default settings' if not changed else 'changed: ' + ', '.join(f'{k}={v:g}' for k, v in changed.items())}"
+)
 if problems:
     st.info("To launch: " + "; ".join(problems) + ".", icon="ℹ️")
 if st.button("Launch unlearning run", type="primary", icon="🚀", disabled=bool(problems), key="launch"):
-    cfg = RunConfig(forget=list(sel), method=method, model=model, dataset=spec, hierarchy_version=hver,
-                    seed=seed, holdout_fraction=holdout_fraction, settings=changed, inject=inject,
-                    device=ss.get("device", "auto"), dtype=ss.get("dtype", "float32"))
+    cfg = RunConfig(
+        forget=list(sel),
+        method=method,
+        model=model,
+        dataset=spec,
+        hierarchy_version=hver,
+        seed=seed,
+        holdout_fraction=holdout_fraction,
+        settings=changed,
+        inject=inject,
+        device=ss.get("device", "auto"),
+        dtype=ss.get("dtype", "float32"),
+    )
     try:
         rid = jobs.launch(cfg, store=store, author=_ui.actor())
     except (ValueError, OSError) as e:

@@ -4,6 +4,7 @@ Real benchmark files live beside the checkout in ``../shared/data`` (override wi
 ``HDSU_SHARED_DATA``); they are never copied into the repository. Tests that need them skip
 with a clear message when they are absent.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +25,7 @@ def _real_file(relative: str, name: str) -> Path:
 
 
 # --- real data sets ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def medmcqa_dev() -> Path:

@@ -3,6 +3,7 @@
 Each test points HDSU_HOME at a fresh temporary directory before any Store is created. No
 unlearning runs inside AppTest: the launch test starts a real worker and cancels it.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,36 +54,89 @@ def seed_run(store: Store, run_id: str = "r-seeded", forget=("anxiety",)) -> dic
     h = load_default()
     items = load("demo").items
     split = make_split(items, h, list(forget))
-    store.create_run(run_id, author="tester", method="hdsu", model="demo", dataset="demo",
-                     forget_concepts=list(forget), config={"forget": list(forget), "method": "hdsu"})
+    store.create_run(
+        run_id,
+        author="tester",
+        method="hdsu",
+        model="demo",
+        dataset="demo",
+        forget_concepts=list(forget),
+        config={"forget": list(forget), "method": "hdsu"},
+    )
     store.set_status(run_id, "running")
     sid = split.split_of()
     rows_b, rows_a = [], []
     for i, it in enumerate(items):
         part = {"holdout_retain": "holdout"}.get(sid[it.id], sid[it.id])
         cid = split.tags[it.id].concept_id or ""
-        rows_b.append({"item_id": it.id, "split": part, "concept_id": cid, "correct": part != "holdout" or i % 3 == 0,
-                       "pred": it.answer, "answer": it.answer, "loss": 0.2 + (i % 7) / 10, "mink": 0.1})
+        rows_b.append(
+            {
+                "item_id": it.id,
+                "split": part,
+                "concept_id": cid,
+                "correct": part != "holdout" or i % 3 == 0,
+                "pred": it.answer,
+                "answer": it.answer,
+                "loss": 0.2 + (i % 7) / 10,
+                "mink": 0.1,
+            }
+        )
         lost = part == "forget" and i % 5 != 0
-        rows_a.append({"item_id": it.id, "split": part, "concept_id": cid,
-                       "correct": (not lost) and (part != "holdout" or i % 3 == 0),
-                       "pred": it.answer, "answer": it.answer, "loss": 2.0 + (i % 7) / 10 if part == "forget" else 0.3,
-                       "mink": 0.2})
+        rows_a.append(
+            {
+                "item_id": it.id,
+                "split": part,
+                "concept_id": cid,
+                "correct": (not lost) and (part != "holdout" or i % 3 == 0),
+                "pred": it.answer,
+                "answer": it.answer,
+                "loss": 2.0 + (i % 7) / 10 if part == "forget" else 0.3,
+                "mink": 0.2,
+            }
+        )
     store.write_probe_results(run_id, "before", rows_b)
     store.write_probe_results(run_id, "after", rows_a)
-    metrics = {"forget_acc_before": 1.0, "forget_acc_after": 0.15, "retain_acc_before": 0.99,
-               "retain_acc_after": 0.974, "mia_auc_before": 0.91, "mia_auc": 0.512,
-               "forgetting_rate": 0.85, "knowledge_preservation": 0.974, "retain_change_points": -1.6,
-               "changed_fraction": 0.001, "seconds": 42.0, "unlearn_seconds": 12.0}
+    metrics = {
+        "forget_acc_before": 1.0,
+        "forget_acc_after": 0.15,
+        "retain_acc_before": 0.99,
+        "retain_acc_after": 0.974,
+        "mia_auc_before": 0.91,
+        "mia_auc": 0.512,
+        "forgetting_rate": 0.85,
+        "knowledge_preservation": 0.974,
+        "retain_change_points": -1.6,
+        "changed_fraction": 0.001,
+        "seconds": 42.0,
+        "unlearn_seconds": 12.0,
+    }
     store.write_metrics(run_id, metrics)
-    store.write_generations(run_id, "before", [{"prompt_id": f"forget:{split.forget[0].id}",
-                                                "prompt": split.forget[0].question, "output": "the old answer"}])
-    store.write_generations(run_id, "after", [{"prompt_id": f"forget:{split.forget[0].id}",
-                                               "prompt": split.forget[0].question, "output": "something else"}])
-    store.update_run(run_id, summary={**metrics, "info": {"stopped": "reached_target", "steps": 75,
-                                                          "mask_size": 1193, "mask_fraction": 0.001,
-                                                          "repair_damaged_before": 8, "repair_damaged_after": 0,
-                                                          "repair_steps": 4, "repair_reverted": False}})
+    store.write_generations(
+        run_id,
+        "before",
+        [{"prompt_id": f"forget:{split.forget[0].id}", "prompt": split.forget[0].question, "output": "the old answer"}],
+    )
+    store.write_generations(
+        run_id,
+        "after",
+        [{"prompt_id": f"forget:{split.forget[0].id}", "prompt": split.forget[0].question, "output": "something else"}],
+    )
+    store.update_run(
+        run_id,
+        summary={
+            **metrics,
+            "info": {
+                "stopped": "reached_target",
+                "steps": 75,
+                "mask_size": 1193,
+                "mask_fraction": 0.001,
+                "repair_damaged_before": 8,
+                "repair_damaged_after": 0,
+                "repair_steps": 4,
+                "repair_reverted": False,
+            },
+        },
+    )
     store.set_status(run_id, "done")
     return metrics
 
@@ -114,16 +168,20 @@ def test_synthetic_5000_concepts_figure_and_roles():
     assert sum(r != "preserved" for r in roles.values()) == len(h.subtree(sel[0])) + len(h.subtree(sel[1]))
     colors = dict(zip(trace.ids, trace.marker.colors))
     assert colors[sel[0]] == D.FORGET and colors[h.children(sel[0])[0]] == D.FORGET_LIGHT
-    print(f"\n5,000-concept hierarchy: build {t_build * 1000:.0f} ms, "
-          + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()))
+    print(
+        f"\n5,000-concept hierarchy: build {t_build * 1000:.0f} ms, "
+        + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
+    )
 
 
 def test_concept_from_event_formats():
     h = load_default()
     arrays = D.tree_arrays(h)
     assert D.concept_from_event({"selection": {"points": [{"id": "anxiety", "parent": "psychiatry"}]}}, h) == "anxiety"
-    assert D.concept_from_event({"selection": {"points": [{"customdata": ["panic_disorder", "L4", ""]}]}}, h) \
+    assert (
+        D.concept_from_event({"selection": {"points": [{"customdata": ["panic_disorder", "L4", ""]}]}}, h)
         == "panic_disorder"
+    )
     idx = arrays["ids"].index("anxiety")
     assert D.concept_from_event({"selection": {"points": [{"point_index": idx}]}}, h, arrays) == "anxiety"
     assert D.concept_from_event({"selection": {"points": []}}, h) is None
@@ -166,8 +224,15 @@ def test_split_table_and_collateral_map(store):
 
 
 def test_metric_cards_and_headline():
-    m = {"forget_acc_before": 1.0, "forget_acc_after": 0.2, "retain_acc_before": 0.9, "retain_acc_after": 0.88,
-         "mia_auc": 0.5, "changed_fraction": 0.01, "seconds": 75}
+    m = {
+        "forget_acc_before": 1.0,
+        "forget_acc_after": 0.2,
+        "retain_acc_before": 0.9,
+        "retain_acc_after": 0.88,
+        "mia_auc": 0.5,
+        "changed_fraction": 0.01,
+        "seconds": 75,
+    }
     cards = {c["label"]: c for c in D.metric_cards(m)}
     assert cards["Forgetting rate (FR)"]["value"] == "80.0%"
     assert cards["Knowledge preserved (KP)"]["value"] == "88.0%"
@@ -199,14 +264,16 @@ def test_save_hierarchy_optimistic_concurrency(store):
 
 
 def test_upload_validation_and_icd_merge():
-    h, viol = D.parse_hierarchy_json(b'{"concepts": [{"id": "a", "name": "A", "level": 2},'
-                                     b' {"id": "a", "name": "", "level": 1}]}')
+    h, viol = D.parse_hierarchy_json(
+        b'{"concepts": [{"id": "a", "name": "A", "level": 2}, {"id": "a", "name": "", "level": 1}]}'
+    )
     assert h is None and {v.kind for v in viol} >= {"orphan", "duplicate_id"}
     assert D.parse_hierarchy_json(b"not json")[1][0].kind == "bad_format"
     base = load_default()
     round_trip, viol = D.parse_hierarchy_json(D.hierarchy_json(base))
     assert not viol and len(round_trip) == len(base)
     from hdsu_core.icd10 import import_branch
+
     br = import_branch("F40-F48")
     merged = D.merge_branch(base, br, "add")
     assert len(merged) == len(base) + len(br)
@@ -222,6 +289,7 @@ def test_dataset_choices_and_key_settings(tmp_path):
     (tmp_path / "medmcqa" / "dev.jsonl").write_text("{}\n")
     assert "MedMCQA dev" in D.dataset_choices(tmp_path)
     from hdsu_core.methods import get_method
+
     ks = D.key_settings(get_method("hdsu").defaults)
     assert 0 < len(ks) <= 6 and all(isinstance(v, (int, float)) for v in ks.values())
     assert D.runs_table(pd.DataFrame()).empty
@@ -311,7 +379,7 @@ def test_unlearn_device_choice(home):
     at = app("unlearn", {"forget_selection": ["anxiety"]})
     sb = at.selectbox(key="device")
     assert sb.value == "auto"
-    assert sb.options == list(D.device_options().values())   # only devices this machine has
+    assert sb.options == list(D.device_options().values())  # only devices this machine has
     sb.set_value("cpu").run()
     assert not at.exception and at.session_state["device"] == "cpu"
 
@@ -348,8 +416,10 @@ def test_launch_creates_a_run_then_cancel(home, store):
     finally:
         if jobs.pid_alive(pid):  # a fresh checkout builds the demo model first: stop it regardless
             os.killpg(os.getpgid(pid), signal.SIGKILL)
-    print(f"\nworker {pid}: launch -> exit after cancel in {time.time() - t_launch:.1f} s; log tail:\n"
-          + jobs.log_tail(rid, lines=8))
+    print(
+        f"\nworker {pid}: launch -> exit after cancel in {time.time() - t_launch:.1f} s; log tail:\n"
+        + jobs.log_tail(rid, lines=8)
+    )
     events = store.audit_events(run_id=rid)
     assert {"launch_run", "cancel_run"} <= set(events["action"])
     assert set(events[events.action == "cancel_run"]["actor"]) == {"tester"}
@@ -391,8 +461,13 @@ def test_audit_page_offers_downloads(store):
 
 def test_hierarchy_page_with_5000_concepts(home):
     big = D.synthetic_hierarchy(5000)
-    state = {"hierarchy": big, "hierarchy_base": None, "hierarchy_dirty": False,
-             "hierarchy_key": D.hierarchy_key(big), "forget_selection": [big.roots()[0]]}
+    state = {
+        "hierarchy": big,
+        "hierarchy_base": None,
+        "hierarchy_dirty": False,
+        "hierarchy_key": D.hierarchy_key(big),
+        "forget_selection": [big.roots()[0]],
+    }
     t0 = time.perf_counter()
     at = app("hierarchy", state)
     first = time.perf_counter() - t0

@@ -1,4 +1,5 @@
 """Audit reports: context, HTML, PDF, determinism, unfinished / unknown runs, audit logging, CLI."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -83,7 +84,7 @@ def pdf_text_runs(pdf: bytes) -> list[str]:
             data = bytes.fromhex("".join(hexes))
             chars = []
             for i in range(0, len(data) - width + 1, width):
-                chars.append(mapping.get(int.from_bytes(data[i:i + width], "big"), "\ufffd"))
+                chars.append(mapping.get(int.from_bytes(data[i : i + width], "big"), "\ufffd"))
             out.append("".join(chars))
     return out
 
@@ -120,45 +121,110 @@ def _probe_rows(phase: str) -> list[dict]:
             before_ok = k != 7
             after_ok = k in (0,) if ci == 0 else k in (0, 1)
             ok = before_ok if phase == "before" else after_ok
-            rows.append({"item_id": item, "split": "forget", "concept_id": cid, "correct": ok,
-                         "pred": 1 if ok else 2, "answer": 1,
-                         "loss": (0.2 + 0.01 * k) if phase == "before" else (1.6 + 0.05 * k),
-                         "mink": -0.5 - 0.01 * k, "answer_logprob": -0.3,
-                         "option_logprobs": [-2.0, -0.3, -1.5, -3.0]})
+            rows.append(
+                {
+                    "item_id": item,
+                    "split": "forget",
+                    "concept_id": cid,
+                    "correct": ok,
+                    "pred": 1 if ok else 2,
+                    "answer": 1,
+                    "loss": (0.2 + 0.01 * k) if phase == "before" else (1.6 + 0.05 * k),
+                    "mink": -0.5 - 0.01 * k,
+                    "answer_logprob": -0.3,
+                    "option_logprobs": [-2.0, -0.3, -1.5, -3.0],
+                }
+            )
     for ci, cid in enumerate(RETAIN_CONCEPTS):
         for k in range(6):
             item = f"demo-{cid[:5]}-r{k:02d}"
             ok = k != 5 if not (phase == "after" and ci == 0 and k == 4) else False
-            rows.append({"item_id": item, "split": "retain", "concept_id": cid, "correct": ok,
-                         "pred": 0 if ok else 3, "answer": 0, "loss": 0.25 + 0.02 * k, "mink": -0.4,
-                         "option_logprobs": [-0.2, -2.0, -2.5, -3.0]})
+            rows.append(
+                {
+                    "item_id": item,
+                    "split": "retain",
+                    "concept_id": cid,
+                    "correct": ok,
+                    "pred": 0 if ok else 3,
+                    "answer": 0,
+                    "loss": 0.25 + 0.02 * k,
+                    "mink": -0.4,
+                    "option_logprobs": [-0.2, -2.0, -2.5, -3.0],
+                }
+            )
     for k in range(10):
         cid = FORGET_CONCEPTS[k % 2] if k < 4 else RETAIN_CONCEPTS[k % 4]
-        rows.append({"item_id": f"demo-hold-{k:02d}", "split": "holdout", "concept_id": cid,
-                     "correct": k % 3 == 0, "pred": 0, "answer": 0 if k % 3 == 0 else 1,
-                     "loss": 1.4 + 0.07 * k, "mink": -1.2, "option_logprobs": [-1.0, -1.2, -1.5, -1.6]})
-    rows.append({"item_id": "demo-odd-00", "split": "retain", "concept_id": "no_such_concept",
-                 "correct": True, "pred": 0, "answer": 0, "loss": 0.3, "mink": -0.4})
+        rows.append(
+            {
+                "item_id": f"demo-hold-{k:02d}",
+                "split": "holdout",
+                "concept_id": cid,
+                "correct": k % 3 == 0,
+                "pred": 0,
+                "answer": 0 if k % 3 == 0 else 1,
+                "loss": 1.4 + 0.07 * k,
+                "mink": -1.2,
+                "option_logprobs": [-1.0, -1.2, -1.5, -1.6],
+            }
+        )
+    rows.append(
+        {
+            "item_id": "demo-odd-00",
+            "split": "retain",
+            "concept_id": "no_such_concept",
+            "correct": True,
+            "pred": 0,
+            "answer": 0,
+            "loss": 0.3,
+            "mink": -0.4,
+        }
+    )
     return rows
 
 
 METRICS = {
-    "forget_acc_before": 0.875, "forget_acc_after": 0.1875, "retain_acc_before": 0.84,
-    "retain_acc_after": 0.82, "holdout_acc_before": 0.4, "holdout_acc_after": 0.4,
-    "holdout_forget_acc_after": 0.25, "mia_auc_before": 0.97, "mia_auc": 0.512, "mia_auc_mink": 0.488,
-    "mia_auc_ci_low": 0.41, "mia_auc_ci_high": 0.62,
-    "mia_auc_mink_before": 0.9, "mia_resistance": 0.976, "forgetting_rate": 0.8125,
-    "knowledge_preservation": 0.82, "retain_change_points": -2.0 + 0.0, "changed_fraction": 0.000421,
-    "changed_weights": 4210.0, "total_weights": 10_000_000.0, "ppl_before": 12.5, "ppl_after": 12.9,
-    "seconds": 42.0, "n_forget": 16, "n_retain": 25, "n_holdout": 10, "steps": 12,
+    "forget_acc_before": 0.875,
+    "forget_acc_after": 0.1875,
+    "retain_acc_before": 0.84,
+    "retain_acc_after": 0.82,
+    "holdout_acc_before": 0.4,
+    "holdout_acc_after": 0.4,
+    "holdout_forget_acc_after": 0.25,
+    "mia_auc_before": 0.97,
+    "mia_auc": 0.512,
+    "mia_auc_mink": 0.488,
+    "mia_auc_ci_low": 0.41,
+    "mia_auc_ci_high": 0.62,
+    "mia_auc_mink_before": 0.9,
+    "mia_resistance": 0.976,
+    "forgetting_rate": 0.8125,
+    "knowledge_preservation": 0.82,
+    "retain_change_points": -2.0 + 0.0,
+    "changed_fraction": 0.000421,
+    "changed_weights": 4210.0,
+    "total_weights": 10_000_000.0,
+    "ppl_before": 12.5,
+    "ppl_after": 12.9,
+    "seconds": 42.0,
+    "n_forget": 16,
+    "n_retain": 25,
+    "n_holdout": 10,
+    "steps": 12,
 }
 
 
 def _seed(store: Store, run_id: str = RUN, *, finish: bool = True) -> None:
-    store.create_run(run_id, author="alice", method="hdsu", model="demo", dataset="demo",
-                     forget_concepts=["anxiety", "appendicitis_typo"],
-                     config={"method": "hdsu", "settings": {"lr": 0.001, "steps": 12}, "seed": 0},
-                     config_hash="cfg123abc", model_hash="mdl456def")
+    store.create_run(
+        run_id,
+        author="alice",
+        method="hdsu",
+        model="demo",
+        dataset="demo",
+        forget_concepts=["anxiety", "appendicitis_typo"],
+        config={"method": "hdsu", "settings": {"lr": 0.001, "steps": 12}, "seed": 0},
+        config_hash="cfg123abc",
+        model_hash="mdl456def",
+    )
     store.log_event("alice", "create_run", run_id, {"method": "hdsu"})
     store.set_status(run_id, "running")
     if not finish:
@@ -167,17 +233,49 @@ def _seed(store: Store, run_id: str = RUN, *, finish: bool = True) -> None:
     store.write_probe_results(run_id, "before", _probe_rows("before"))
     store.write_probe_results(run_id, "after", _probe_rows("after"))
     store.write_metrics(run_id, METRICS)
-    store.update_run(run_id, summary={"info": {"stopped": "reached_target", "steps": 12, "mask_size": 10000,
-                                               "mask_fraction": 0.001, "repair_damaged_before": 3,
-                                               "repair_damaged_after": 1, "repair_steps": 4, "repair_reverted": True}})
-    store.write_generations(run_id, "before", [
-        {"prompt_id": "forget:demo-gener-00", "prompt": "First-line drug for GAD?", "output": "An SSRI such as sertraline."},
-        {"prompt_id": "retain:demo-appen-r00", "prompt": "Classic sign of appendicitis?", "output": "McBurney point <tenderness>."},
-    ])
-    store.write_generations(run_id, "after", [
-        {"prompt_id": "forget:demo-gener-00", "prompt": "First-line drug for GAD?", "output": "I am not sure."},
-        {"prompt_id": "retain:demo-appen-r00", "prompt": "Classic sign of appendicitis?", "output": "McBurney point <tenderness>."},
-    ])
+    store.update_run(
+        run_id,
+        summary={
+            "info": {
+                "stopped": "reached_target",
+                "steps": 12,
+                "mask_size": 10000,
+                "mask_fraction": 0.001,
+                "repair_damaged_before": 3,
+                "repair_damaged_after": 1,
+                "repair_steps": 4,
+                "repair_reverted": True,
+            }
+        },
+    )
+    store.write_generations(
+        run_id,
+        "before",
+        [
+            {
+                "prompt_id": "forget:demo-gener-00",
+                "prompt": "First-line drug for GAD?",
+                "output": "An SSRI such as sertraline.",
+            },
+            {
+                "prompt_id": "retain:demo-appen-r00",
+                "prompt": "Classic sign of appendicitis?",
+                "output": "McBurney point <tenderness>.",
+            },
+        ],
+    )
+    store.write_generations(
+        run_id,
+        "after",
+        [
+            {"prompt_id": "forget:demo-gener-00", "prompt": "First-line drug for GAD?", "output": "I am not sure."},
+            {
+                "prompt_id": "retain:demo-appen-r00",
+                "prompt": "Classic sign of appendicitis?",
+                "output": "McBurney point <tenderness>.",
+            },
+        ],
+    )
     store.set_status(run_id, "done")
     store.log_event("alice", "run_done", run_id, {"seconds": 42})
 
@@ -225,8 +323,12 @@ def test_context_contents(store, hierarchy):
     assert re.fullmatch(r"[0-9a-f]{64}", ctx["sha256"]) and ctx["report_id"] == f"AR-{ctx['sha256'][:16]}"
     assert ctx["sha256"] == audit.content_sha256(ctx)
     v = {c["name"]: c["status"] for c in ctx["verdict"]["checks"]}
-    assert v == {"Forgetting": "pass", "Retained knowledge": "pass", "Membership privacy": "pass",
-                 "Minimal edit": "pass"}
+    assert v == {
+        "Forgetting": "pass",
+        "Retained knowledge": "pass",
+        "Membership privacy": "pass",
+        "Minimal edit": "pass",
+    }
     privacy = next(c for c in ctx["verdict"]["checks"] if c["name"] == "Membership privacy")
     assert privacy["value"] == "0.512 (95 % interval 0.41–0.62)"
 
@@ -239,12 +341,21 @@ def test_html_report(store, hierarchy):
     assert "2024-05-02 09:30:00 UTC" in html
     # selected concept with its full path (autoescaped text of the path)
     from markupsafe import escape
+
     assert str(escape(hierarchy.path_str("anxiety"))) in html
     assert str(escape(hierarchy.path_str("generalized_anxiety_disorder"))) in html
     assert "unknown concept id &#39;appendicitis_typo&#39;" in html
     # metric values and explanations
-    for text in ("0.875 (87.5 %)", "0.188 (18.8 %)", "0.512", "0.000421 (0.0421 %)", "4,210",
-                 "-2.00 pts", "FR = 1 − forget accuracy after", "cannot tell forgotten items"):
+    for text in (
+        "0.875 (87.5 %)",
+        "0.188 (18.8 %)",
+        "0.512",
+        "0.000421 (0.0421 %)",
+        "4,210",
+        "-2.00 pts",
+        "FR = 1 − forget accuracy after",
+        "cannot tell forgotten items",
+    ):
         assert text in html, text
     # three inline SVG charts, no external resources
     assert html.count("<svg") == 3
@@ -295,8 +406,15 @@ def test_unfinished_run_has_banner(tmp_path, hierarchy):
     assert "Run not finished (status running)" in html
     assert "r-unfinished" in html
     # a queued run with nothing at all still renders (PDF too)
-    s.create_run("r-queued", author="bob", method="npo", model="demo", dataset="demo",
-                 forget_concepts=["panic_disorder"], config={})
+    s.create_run(
+        "r-queued",
+        author="bob",
+        method="npo",
+        model="demo",
+        dataset="demo",
+        forget_concepts=["panic_disorder"],
+        config={},
+    )
     html = audit.build_html(s, "r-queued", hierarchy, now=NOW)
     assert "Run not finished (status queued)" in html and "No metrics have been recorded" in html
     pdf = audit.build_pdf(s, "r-queued", hierarchy, now=NOW)
@@ -305,8 +423,15 @@ def test_unfinished_run_has_banner(tmp_path, hierarchy):
 
 def test_failed_run_banner_shows_error(tmp_path, hierarchy):
     s = Store(tmp_path / "t.duckdb")
-    s.create_run("r-failed", author="bob", method="npo", model="demo", dataset="demo",
-                 forget_concepts=["panic_disorder"], config={})
+    s.create_run(
+        "r-failed",
+        author="bob",
+        method="npo",
+        model="demo",
+        dataset="demo",
+        forget_concepts=["panic_disorder"],
+        config={},
+    )
     s.set_status("r-failed", "failed", error="CUDA out of memory\ntraceback...")
     html = audit.build_html(s, "r-failed", hierarchy, now=NOW)
     assert "Run not finished (status failed): CUDA out of memory" in html
@@ -344,6 +469,7 @@ def test_default_hierarchy_used_when_none_given(store):
 def test_no_streamlit_import():
     import subprocess
     import sys
+
     code = "import sys, hdsu_core.audit, hdsu_core.cli_audit; sys.exit('streamlit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -353,6 +479,7 @@ def test_cli_audit_report(store, tmp_path, capsys):
 
     from hdsu_core import cli_audit
     from hdsu_core.cli import _Parser
+
     p = _Parser(prog="hdsu")
     cli_audit.register(p.add_subparsers(dest="cmd", required=True, parser_class=_Parser))
     out = tmp_path / "rep" / "r.pdf"
@@ -379,14 +506,16 @@ def test_report_says_how_the_run_went(store, hierarchy, tmp_path):
     text = {p["label"]: p["value"] for p in ctx["procedure"]}
     assert text["Stopping"].startswith("The run reached the target")
     assert text["Update steps"] == "12" and text["Weights allowed to change"] == "10,000 (0.100 % of all weights)"
-    assert "3 retained question(s)" in text["Retain repair"] and "restored 2 of them in 4 step(s)" in text["Retain repair"]
+    assert (
+        "3 retained question(s)" in text["Retain repair"] and "restored 2 of them in 4 step(s)" in text["Retain repair"]
+    )
     assert "undone" in text["Retain repair"]
     html = audit.build_html(store, RUN, hierarchy, now=NOW, log=False)
     assert "How the run went" in html and "restored 2 of them" in html
     store.update_run(RUN, summary={"info": {"stopped": "max_steps", "steps": 300, "repair_damaged_before": 0}})
     text = {p["label"]: p["value"] for p in audit.report_context(store, RUN, hierarchy, now=NOW)["procedure"]}
     assert "whole step budget" in text["Stopping"] and text["Retain repair"].startswith("No retained question")
-    assert "Settle" not in text     # no settle steps: no row
+    assert "Settle" not in text  # no settle steps: no row
     store.update_run(RUN, summary={"info": {"stopped": "reached_target", "settle_steps": 2, "settle_reverted": True}})
     text = {p["label"]: p["value"] for p in audit.report_context(store, RUN, hierarchy, now=NOW)["procedure"]}
     assert "2 settle step(s)" in text["Settle"] and "undone" in text["Settle"]

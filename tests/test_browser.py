@@ -16,6 +16,7 @@ Screenshots of every step go to ``test-artifacts/`` (git-ignored). With
 Needs Chromium: ``/usr/bin/chromium`` or the path in ``HDSU_CHROMIUM`` (Playwright's own browser
 download is not used). Skips with the reason when it is missing.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,7 @@ ROOT = paths.PROJECT_ROOT
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = os.environ.get("HDSU_CHROMIUM", "/usr/bin/chromium")
-RUN_TIMEOUT_S = 240          # with the demo model cached; +300 s when the worker has to build it first
+RUN_TIMEOUT_S = 240  # with the demo model cached; +300 s when the worker has to build it first
 VIEWPORT = {"width": 1360, "height": 900}
 
 REQUIRED = os.environ.get("HDSU_REQUIRE_BROWSER") == "1"  # set by .ci/run: missing browser = failure
@@ -125,11 +126,32 @@ def server(tmp_path_factory):
     env.pop("HDSU_DB", None)
     port = _free_port()
     log = open(home / "streamlit.log", "wb")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
-    proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app.py"),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=str(ROOT),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -143,7 +165,9 @@ def server(tmp_path_factory):
             except OSError:
                 pass
             if time.time() > deadline:
-                pytest.fail(f"streamlit did not become healthy in 90 s:\n{(home / 'streamlit.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"streamlit did not become healthy in 90 s:\n{(home / 'streamlit.log').read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield {"url": url, "home": home, "seeded": seeded}
     finally:
@@ -162,6 +186,7 @@ def _kill_workers(home: Path) -> None:
     if not db.exists():
         return
     from hdsu_core.store import Store
+
     try:
         runs = Store(str(db)).list_runs(limit=500)
     except Exception:  # noqa: BLE001 - teardown must not mask the test result
@@ -174,8 +199,7 @@ def _kill_workers(home: Path) -> None:
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"])
         yield b
         b.close()
 
@@ -239,7 +263,8 @@ def click_sunburst_sector(page, name: str, attempts: int = 4) -> None:
         box = label.bounding_box()
         if not box or box["width"] < 1:
             sector = page.locator("g.slice").filter(
-                has=page.locator("text.slicetext").filter(has_text=re.compile(rf"^{re.escape(name)}$")))
+                has=page.locator("text.slicetext").filter(has_text=re.compile(rf"^{re.escape(name)}$"))
+            )
             box = sector.locator("path").first.bounding_box()
         assert box, f"sector {name!r} has no bounding box"
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -251,7 +276,9 @@ def click_sunburst_sector(page, name: str, attempts: int = 4) -> None:
             print(f"click on the {name!r} sector not registered yet; retrying", flush=True)
             page.wait_for_timeout(1000)
     shot(page, "hierarchy-click-failed")
-    raise AssertionError(f"clicking the {name!r} sector did not select it (see test-artifacts/hierarchy-click-failed.png)")
+    raise AssertionError(
+        f"clicking the {name!r} sector did not select it (see test-artifacts/hierarchy-click-failed.png)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +289,7 @@ def test_user_flow_select_unlearn_compare_report(page, server):
 
     def step(msg: str) -> None:
         print(f"[{time.time() - t0:6.1f} s] {msg}", flush=True)
+
     # 0 -- a deep link as the first request of a fresh server still goes through app.py (name
     #      field, titled navigation), not Streamlit's legacy pages/ mode
     page.goto(f"{server['url']}/runs")
@@ -303,7 +331,9 @@ def test_user_flow_select_unlearn_compare_report(page, server):
     step("unlearn")
     # 3 -- unlearn: counts, launch; runs: wait until done
     nav(page, "Unlearn")
-    expect(page.locator('[data-testid="stMultiSelect"]').filter(has_text="Concepts to forget")).to_contain_text("Anxiety")
+    expect(page.locator('[data-testid="stMultiSelect"]').filter(has_text="Concepts to forget")).to_contain_text(
+        "Anxiety"
+    )
     forget_n = int(metric_value(page, "Forget (trained on)").replace(",", ""))
     retain_n = int(metric_value(page, "Retain").replace(",", ""))
     holdout_n = int(metric_value(page, "Holdout").replace(",", ""))

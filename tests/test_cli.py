@@ -1,4 +1,5 @@
 """``python -m hdsu_core`` hierarchy and data commands, run as real subprocesses."""
+
 from __future__ import annotations
 
 import json
@@ -20,15 +21,32 @@ def _env() -> dict:
 
 
 def run(*args, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hdsu_core", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=_env())
+    return subprocess.run(
+        [sys.executable, "-m", "hdsu_core", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+    )
 
 
 def run_many(arg_lists, timeout: int = 120) -> list[subprocess.CompletedProcess]:
     """Run independent commands concurrently (keeps the suite fast); results in input order."""
-    procs = [(args, subprocess.Popen([sys.executable, "-m", "hdsu_core", *map(str, args)], cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()))
-             for args in arg_lists]
+    procs = [
+        (
+            args,
+            subprocess.Popen(
+                [sys.executable, "-m", "hdsu_core", *map(str, args)],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=_env(),
+            ),
+        )
+        for args in arg_lists
+    ]
     out = []
     for args, p in procs:
         stdout, stderr = p.communicate(timeout=timeout)
@@ -38,28 +56,43 @@ def run_many(arg_lists, timeout: int = 120) -> list[subprocess.CompletedProcess]
 
 # A document with one violation of every kind (same shape as in test_hierarchy.py).
 def _c(cid, level, parent=None, name=None, **extra):
-    return {"id": cid, "name": cid.upper() if name is None else name, "level": level, "parent": parent,
-            **extra}
+    return {"id": cid, "name": cid.upper() if name is None else name, "level": level, "parent": parent, **extra}
 
 
-BAD_DOC = {"format": "hdsu-hierarchy/1", "name": "bad", "concepts": [
-    _c("root", 1), _c("dom", 2, "root"), _c("dom2", 2, "root"), _c("spec", 3, "dom"),
-    _c("spec", 3, "dom", name="again"),
-    _c("skipper", 4, "dom"),
-    _c("lost", 3, "ghost"),
-    _c("floating", 2),
-    _c("noname", 3, "dom", name=""),
-    _c("dupterm", 3, "dom", terms=["Heart", "heart"]),
-    {"id": "twoparents", "name": "T", "level": 3, "parents": ["dom", "dom2"]},
-    _c("cy1", 3, "cy2"), _c("cy2", 4, "cy1"),
-    _c("deep", 5, "spec"),
-    _c("Bad ID", 3, "dom"),
-    _c("badm", 3, "dom", matchers=[{"source": "medmcqa", "field": "subject_name"}]),
-]}
+BAD_DOC = {
+    "format": "hdsu-hierarchy/1",
+    "name": "bad",
+    "concepts": [
+        _c("root", 1),
+        _c("dom", 2, "root"),
+        _c("dom2", 2, "root"),
+        _c("spec", 3, "dom"),
+        _c("spec", 3, "dom", name="again"),
+        _c("skipper", 4, "dom"),
+        _c("lost", 3, "ghost"),
+        _c("floating", 2),
+        _c("noname", 3, "dom", name=""),
+        _c("dupterm", 3, "dom", terms=["Heart", "heart"]),
+        {"id": "twoparents", "name": "T", "level": 3, "parents": ["dom", "dom2"]},
+        _c("cy1", 3, "cy2"),
+        _c("cy2", 4, "cy1"),
+        _c("deep", 5, "spec"),
+        _c("Bad ID", 3, "dom"),
+        _c("badm", 3, "dom", matchers=[{"source": "medmcqa", "field": "subject_name"}]),
+    ],
+}
 BAD_LINES = {
-    "duplicate_id: [spec]", "level_skip: [skipper,dom]", "orphan: [lost,ghost]", "orphan: [floating]",
-    "missing_name: [noname]", "duplicate_term: [dupterm]", "multiple_parents: [twoparents,dom,dom2]",
-    "cycle: [cy1,cy2]", "level_skip: [cy1,cy2]", "bad_level: [deep]", "bad_id: [Bad ID]",
+    "duplicate_id: [spec]",
+    "level_skip: [skipper,dom]",
+    "orphan: [lost,ghost]",
+    "orphan: [floating]",
+    "missing_name: [noname]",
+    "duplicate_term: [dupterm]",
+    "multiple_parents: [twoparents,dom,dom2]",
+    "cycle: [cy1,cy2]",
+    "level_skip: [cy1,cy2]",
+    "bad_level: [deep]",
+    "bad_id: [Bad ID]",
     "bad_matcher: [badm]",
 }
 
@@ -76,6 +109,7 @@ def assert_clean_error(r: subprocess.CompletedProcess, *needles: str) -> None:
 # --------------------------------------------------------------------------------------------
 # hierarchy
 # --------------------------------------------------------------------------------------------
+
 
 def test_validate_default():
     r = run("hierarchy", "validate", HIERARCHY)
@@ -125,8 +159,12 @@ def test_show_text_depth():
 def test_import_icd10cm_then_validate(tmp_path):
     out = tmp_path / "icd" / "f40.json"
     bad_out = tmp_path / "x.json"
-    r, bad = run_many([["hierarchy", "import-icd10cm", "F40-F48", "--out", out],
-                       ["hierarchy", "import-icd10cm", "XYZ", "--out", bad_out]])
+    r, bad = run_many(
+        [
+            ["hierarchy", "import-icd10cm", "F40-F48", "--out", out],
+            ["hierarchy", "import-icd10cm", "XYZ", "--out", bad_out],
+        ]
+    )
     # a bad code: one clean error line, nothing written
     assert_clean_error(bad, "XYZ")
     assert not bad_out.exists()
@@ -144,6 +182,7 @@ def test_import_icd10cm_then_validate(tmp_path):
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
+
 
 def test_data_load_medmcqa(medmcqa_dev):
     r = run("data", "load", "medmcqa", medmcqa_dev, "--json")
@@ -172,8 +211,9 @@ def test_data_load_mhqa_b(mhqa_b):
 
 def test_data_load_text_output(tmp_path):
     f = tmp_path / "g.jsonl"
-    f.write_text(json.dumps({"question": "Q?", "options": ["a", "b"], "answer": 0}) + "\n"
-                 + "not json\n", encoding="utf-8")
+    f.write_text(
+        json.dumps({"question": "Q?", "options": ["a", "b"], "answer": 0}) + "\n" + "not json\n", encoding="utf-8"
+    )
     r = run("data", "load", "generic", f)
     assert r.returncode == 0, r.stderr
     assert "1 items, 1 skipped" in r.stdout
@@ -181,11 +221,20 @@ def test_data_load_text_output(tmp_path):
 
 
 def test_data_split_forget_surgery(medmcqa_dev):
-    r = run("data", "split", "--hierarchy", HIERARCHY, "--dataset", f"medmcqa:{medmcqa_dev}",
-            "--forget", "surgery", "--json")
+    r = run(
+        "data",
+        "split",
+        "--hierarchy",
+        HIERARCHY,
+        "--dataset",
+        f"medmcqa:{medmcqa_dev}",
+        "--forget",
+        "surgery",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["forget"] == 254                      # every Surgery item is on the forget side
+    assert info["forget"] == 254  # every Surgery item is on the forget side
     assert info["forget_trained"] + info["forget_holdout"] == 254
     assert info["forget"] + info["retain"] == 2957
     assert info["holdout"] == info["forget_holdout"] + info["retain_holdout"]
@@ -195,8 +244,18 @@ def test_data_split_forget_surgery(medmcqa_dev):
 
 
 def test_data_split_two_datasets(medmcqa_dev, mhqa_gold):
-    r = run("data", "split", "--dataset", f"medmcqa:{medmcqa_dev}", "--dataset", f"mhqa:{mhqa_gold}",
-            "--forget", "anxiety,surgery", "--seed", "3")
+    r = run(
+        "data",
+        "split",
+        "--dataset",
+        f"medmcqa:{medmcqa_dev}",
+        "--dataset",
+        f"mhqa:{mhqa_gold}",
+        "--forget",
+        "anxiety,surgery",
+        "--seed",
+        "3",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("forget ")
     assert "surgery:" in r.stdout and "anxiety:" in r.stdout
@@ -205,6 +264,7 @@ def test_data_split_two_datasets(medmcqa_dev, mhqa_gold):
 # --------------------------------------------------------------------------------------------
 # errors: exit != 0, one line on stderr, no traceback
 # --------------------------------------------------------------------------------------------
+
 
 def test_usage_errors():
     cases = [
@@ -222,18 +282,24 @@ def test_usage_errors():
 
 def test_missing_files(tmp_path):
     missing = tmp_path / "missing.json"
-    cases = [["hierarchy", "validate", missing], ["hierarchy", "show", missing],
-             ["data", "load", "medmcqa", tmp_path / "missing.jsonl"],
-             ["data", "split", "--hierarchy", missing, "--dataset", "demo", "--forget", "surgery"],
-             ["data", "split", "--dataset", f"medmcqa:{tmp_path / 'missing.jsonl'}", "--forget", "surgery"]]
+    cases = [
+        ["hierarchy", "validate", missing],
+        ["hierarchy", "show", missing],
+        ["data", "load", "medmcqa", tmp_path / "missing.jsonl"],
+        ["data", "split", "--hierarchy", missing, "--dataset", "demo", "--forget", "surgery"],
+        ["data", "split", "--dataset", f"medmcqa:{tmp_path / 'missing.jsonl'}", "--forget", "surgery"],
+    ]
     for args, r in zip(cases, run_many(cases)):
         assert r.returncode == 1, args
         assert_clean_error(r, "missing")
 
 
 def test_directory_instead_of_file(tmp_path):
-    cases = [["hierarchy", "validate", tmp_path], ["hierarchy", "show", tmp_path],
-             ["data", "load", "medmcqa", tmp_path]]
+    cases = [
+        ["hierarchy", "validate", tmp_path],
+        ["hierarchy", "show", tmp_path],
+        ["data", "load", "medmcqa", tmp_path],
+    ]
     for r in run_many(cases):
         assert_clean_error(r)
 
@@ -241,8 +307,7 @@ def test_directory_instead_of_file(tmp_path):
 def test_bad_kind(tmp_path):
     f = tmp_path / "x.jsonl"
     f.write_text("{}\n", encoding="utf-8")
-    a, b = run_many([["data", "load", "bogus", f],
-                     ["data", "split", "--dataset", f"bogus:{f}", "--forget", "surgery"]])
+    a, b = run_many([["data", "load", "bogus", f], ["data", "split", "--dataset", f"bogus:{f}", "--forget", "surgery"]])
     assert_clean_error(a, "bogus")
     assert_clean_error(b, "bogus")
 
@@ -271,22 +336,34 @@ def test_invalid_hierarchy_for_split(tmp_path):
     bad.write_text(json.dumps(BAD_DOC), encoding="utf-8")
     f = tmp_path / "g.jsonl"
     f.write_text(json.dumps({"question": "Q?", "options": ["a", "b"], "answer": 0}) + "\n", encoding="utf-8")
-    assert_clean_error(run("data", "split", "--hierarchy", bad, "--dataset", f"generic:{f}",
-                           "--forget", "root"))
+    assert_clean_error(run("data", "split", "--hierarchy", bad, "--dataset", f"generic:{f}", "--forget", "root"))
 
 
 def test_bench_summary_over_seeds_counts_targets():
     """The multi-seed bench summary judges each run against the retrain reference of its own seed
     and counts the targets met; a run without a reference leaves the forget target unjudged."""
     from hdsu_core.bench import format_summary, summarise_seeds, target_checks
+
     def row(seed, method, f, r, mia, changed, sec):
-        return {"dataset": "demo", "seed": seed, "method": method, "forget_acc_after": f,
-                "retain_acc_before": 1.0, "retain_acc_after": r, "mia_auc": mia,
-                "changed_fraction": changed, "seconds": sec}
-    rows = [row(0, "retrain", 0.00, 1.0, 0.52, 1.0, 3.0), row(1, "retrain", 0.08, 1.0, 0.48, 1.0, 3.0),
-            row(0, "hdsu", 0.05, 0.985, 0.417, 0.001, 13.0),    # forget +5 pts ok, retain -1.5 ok, mia no
-            row(1, "hdsu", 0.15, 0.97, 0.51, 0.001, 43.0),      # forget +7 pts no, retain -3 no, mia ok, slow
-            row(2, "hdsu", 0.00, 1.0, 0.50, 0.002, 10.0)]       # no reference for seed 2, mask too big
+        return {
+            "dataset": "demo",
+            "seed": seed,
+            "method": method,
+            "forget_acc_after": f,
+            "retain_acc_before": 1.0,
+            "retain_acc_after": r,
+            "mia_auc": mia,
+            "changed_fraction": changed,
+            "seconds": sec,
+        }
+
+    rows = [
+        row(0, "retrain", 0.00, 1.0, 0.52, 1.0, 3.0),
+        row(1, "retrain", 0.08, 1.0, 0.48, 1.0, 3.0),
+        row(0, "hdsu", 0.05, 0.985, 0.417, 0.001, 13.0),  # forget +5 pts ok, retain -1.5 ok, mia no
+        row(1, "hdsu", 0.15, 0.97, 0.51, 0.001, 43.0),  # forget +7 pts no, retain -3 no, mia ok, slow
+        row(2, "hdsu", 0.00, 1.0, 0.50, 0.002, 10.0),
+    ]  # no reference for seed 2, mask too big
     summary = {s["method"]: s for s in summarise_seeds(rows)}
     h = summary["hdsu"]
     assert h["runs"] == 3 and h["seeds"] == [0, 1, 2] and h["seed"] == "all"
@@ -299,5 +376,6 @@ def test_bench_summary_over_seeds_counts_targets():
 
 def test_bench_rejects_bad_seeds(capsys):
     from hdsu_core.cli import main
+
     assert main(["bench", "--seeds", "0,x", "--methods", "hdsu", "--quiet"]) != 0
     assert "--seeds takes comma-separated integers" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Dataset loaders: real benchmark files (skipped when absent) and synthetic edge cases."""
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,7 @@ MOJIBAKE = ("Î±", "Î²", "Ã¼", "â€™", "Â®")
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n",
-                    encoding="utf-8")
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
 
 
@@ -36,6 +36,7 @@ def reasons(report: LoadReport) -> list[str]:
 # Real files
 # --------------------------------------------------------------------------------------------
 
+
 def test_real_medmcqa_dev(medmcqa_dev):
     rep = ds.load("medmcqa", medmcqa_dev)
     assert rep.kind == "medmcqa"
@@ -52,7 +53,7 @@ def test_real_medmcqa_dev(medmcqa_dev):
     first = rep.items[0]
     assert first.id == "406b5b4f-9ad4-42c0-9669-12d038df4ac8"
     assert first.answer_text == "Bag and mask"
-    assert first.labels["topic_name"] == ""          # null -> ""
+    assert first.labels["topic_name"] == ""  # null -> ""
     # Every answer index occurs (0-based detection, no shift).
     assert set(Counter(it.answer for it in rep.items)) == {0, 1, 2, 3}
     # Duplicate option texts are kept with a warning.
@@ -60,14 +61,18 @@ def test_real_medmcqa_dev(medmcqa_dev):
 
 
 def test_real_mhqa_gold(mhqa_gold):
-    rep = ds.load("mhqa", mhqa_gold)            # auto-detects gold
+    rep = ds.load("mhqa", mhqa_gold)  # auto-detects gold
     assert rep.kind == "mhqa_gold"
     assert len(rep.items) + len(rep.skipped) == 1758
     # One row's number (1) contradicts its correct_option text (option 4): skipped as ambiguous.
     assert len(rep.skipped) <= 5
     assert all("disagrees with correct_option" in r for r in reasons(rep))
     assert {it.labels["topic"] for it in rep.items} == {
-        "Anxiety", "Depression", "Trauma", "Obsessive/Compulsive Disorders"}
+        "Anxiety",
+        "Depression",
+        "Trauma",
+        "Obsessive/Compulsive Disorders",
+    }
     assert {it.labels["type"] for it in rep.items} <= {"Diagnostic", "Preventive", "Prognostic", "Factoid"}
     assert all(it.source == "mhqa" for it in rep.items)
     # PubMed ids repeat; item ids are unique and carry the pmid.
@@ -95,7 +100,7 @@ def test_real_mhqa_gold(mhqa_gold):
 
 
 def test_real_mhqa_b(mhqa_b):
-    rep = ds.load("mhqa", mhqa_b)               # auto-detects MHQA-B
+    rep = ds.load("mhqa", mhqa_b)  # auto-detects MHQA-B
     assert rep.kind == "mhqa_b"
     assert len(rep.items) + len(rep.skipped) == 4981
     assert len(rep.items) >= 4900
@@ -103,7 +108,7 @@ def test_real_mhqa_b(mhqa_b):
     assert len({it.id for it in rep.items}) == len(rep.items)
     texts = [t for it in rep.items for t in (it.question, *it.options)]
     assert not any(m in t for t in texts for m in MOJIBAKE)
-    assert rep.repaired >= 0                    # this file has no mojibake; gold does
+    assert rep.repaired >= 0  # this file has no mojibake; gold does
     # Option numbers are 1-based floats ("3.0") -> answers 0-based; check against correct_answer.
     with mhqa_b.open(encoding="utf-8", newline="") as fh:
         raw = {r["question"].strip(): r for r in csv.DictReader(fh)}
@@ -113,17 +118,28 @@ def test_real_mhqa_b(mhqa_b):
         assert it.answer == int(float(r["correct_option_num"])) - 1
         if it.answer_text == r["correct_answer"]:
             agree += 1
-    assert agree / len(rep.items) > 0.9         # the rest differ only cosmetically ("Text>")
+    assert agree / len(rep.items) > 0.9  # the rest differ only cosmetically ("Text>")
 
 
 # --------------------------------------------------------------------------------------------
 # MedMCQA variants (synthetic)
 # --------------------------------------------------------------------------------------------
 
+
 def mm(i: int, cop, **extra) -> dict:
-    rec = {"id": f"q{i}", "question": f"Question {i}?", "opa": "A1", "opb": "B1", "opc": "C1",
-           "opd": "D1", "cop": cop, "choice_type": "single", "subject_name": "Surgery",
-           "topic_name": None, "exp": None}
+    rec = {
+        "id": f"q{i}",
+        "question": f"Question {i}?",
+        "opa": "A1",
+        "opb": "B1",
+        "opc": "C1",
+        "opd": "D1",
+        "cop": cop,
+        "choice_type": "single",
+        "subject_name": "Surgery",
+        "topic_name": None,
+        "exp": None,
+    }
     rec.update(extra)
     return rec
 
@@ -139,8 +155,13 @@ def test_medmcqa_bad_json_line_is_skipped_with_line_number(tmp_path):
 
 def test_medmcqa_json_array_and_hf_variant(tmp_path):
     rows = [
-        {"question": "Which?", "options": ["w", "x", "y", "z"], "answer_idx": "C", "subject": "Anatomy",
-         "topic": "Limbs"},
+        {
+            "question": "Which?",
+            "options": ["w", "x", "y", "z"],
+            "answer_idx": "C",
+            "subject": "Anatomy",
+            "topic": "Limbs",
+        },
         {"id": "h2", "question": "Other?", "options": ["w", "x"], "answer_idx": 1, "subject": "Anatomy"},
     ]
     p = tmp_path / "hf.json"
@@ -150,7 +171,7 @@ def test_medmcqa_json_array_and_hf_variant(tmp_path):
     a, b = rep.items
     assert a.answer == 2 and a.answer_text == "y"
     assert a.labels == {"subject_name": "Anatomy", "topic_name": "Limbs", "choice_type": ""}
-    assert a.id.startswith("medmcqa-") and a.id == ds.load("medmcqa", p).items[0].id   # stable hash id
+    assert a.id.startswith("medmcqa-") and a.id == ds.load("medmcqa", p).items[0].id  # stable hash id
     assert b.id == "h2" and b.answer == 1
 
 
@@ -172,14 +193,18 @@ def test_medmcqa_cop_base_detection(tmp_path):
 
 
 def test_medmcqa_bad_rows(tmp_path):
-    p = write_jsonl(tmp_path / "m.jsonl", [
-        mm(1, 0), mm(1, 1),                      # duplicate id
-        mm(3, 0, question="  "),                 # empty question
-        mm(4, 0, opc=None),                      # missing option
-        mm(5, "x"),                              # non-numeric cop
-        [1, 2],                                  # not an object
-        mm(7, 2.0),                              # float cop is fine
-    ])
+    p = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            mm(1, 0),
+            mm(1, 1),  # duplicate id
+            mm(3, 0, question="  "),  # empty question
+            mm(4, 0, opc=None),  # missing option
+            mm(5, "x"),  # non-numeric cop
+            [1, 2],  # not an object
+            mm(7, 2.0),  # float cop is fine
+        ],
+    )
     rep = ds.load("medmcqa", p)
     assert [it.id for it in rep.items] == ["q1", "q7"]
     got = {s.row: s.reason for s in rep.skipped}
@@ -194,27 +219,52 @@ def test_medmcqa_bad_rows(tmp_path):
 # MHQA (synthetic)
 # --------------------------------------------------------------------------------------------
 
-GOLD = ["id", "topic", "type", "question", "option1", "option2", "option3", "option4",
-        "correct_option", "correct_option_number"]
-B = ["id", "valid_question", "topic", "type", "question", "option1", "option2", "option3", "option4",
-     "correct_answer", "correct_option_num"]
+GOLD = [
+    "id",
+    "topic",
+    "type",
+    "question",
+    "option1",
+    "option2",
+    "option3",
+    "option4",
+    "correct_option",
+    "correct_option_number",
+]
+B = [
+    "id",
+    "valid_question",
+    "topic",
+    "type",
+    "question",
+    "option1",
+    "option2",
+    "option3",
+    "option4",
+    "correct_answer",
+    "correct_option_num",
+]
 
 
 def test_mhqa_gold_rows(tmp_path):
-    p = write_csv(tmp_path / "gold.csv", GOLD, [
-        ["111", "Anxiety", "Factoid", "Q one?", "a", "b", "c", "d", "c", "3"],
-        ["111", "Anxiety", "Factoid", "Q two?", "a", "b", "c", "d", "d", "5"],        # out of range
-        ["222", "Trauma", "Diagnostic", "Q three?", "a", "b", "c", "d", "a", "4"],    # conflicts
-        ["333", "Trauma", "Diagnostic", "Q four?", "a", "b", "c", "d", " B\n", "2"],  # cosmetic
-        ["444", "Depression", "Prognostic", "Q five?", "a", "b", "c", "d", "zzz", "1"],  # no match
-    ])
+    p = write_csv(
+        tmp_path / "gold.csv",
+        GOLD,
+        [
+            ["111", "Anxiety", "Factoid", "Q one?", "a", "b", "c", "d", "c", "3"],
+            ["111", "Anxiety", "Factoid", "Q two?", "a", "b", "c", "d", "d", "5"],  # out of range
+            ["222", "Trauma", "Diagnostic", "Q three?", "a", "b", "c", "d", "a", "4"],  # conflicts
+            ["333", "Trauma", "Diagnostic", "Q four?", "a", "b", "c", "d", " B\n", "2"],  # cosmetic
+            ["444", "Depression", "Prognostic", "Q five?", "a", "b", "c", "d", "zzz", "1"],  # no match
+        ],
+    )
     rep = ds.load("mhqa", p)
     assert rep.kind == "mhqa_gold"
     assert [(it.labels["pmid"], it.answer) for it in rep.items] == [("111", 2), ("333", 1), ("444", 0)]
     got = {s.row: s.reason for s in rep.skipped}
     assert "out of range 1..4" in got[3]
     assert "disagrees" in got[4]
-    assert [w.row for w in rep.warnings] == [7]      # row 5 spans lines 5-6 (embedded newline)
+    assert [w.row for w in rep.warnings] == [7]  # row 5 spans lines 5-6 (embedded newline)
     assert ds.load("mhqa_gold", p, answer_conflict="text").items[1].answer == 0
     assert ds.load("mhqa_gold", p, answer_conflict="number").items[1].answer == 3
     with pytest.raises(DatasetError, match="look like mhqa_gold"):
@@ -222,13 +272,17 @@ def test_mhqa_gold_rows(tmp_path):
 
 
 def test_mhqa_b_float_numbers_and_valid_flag(tmp_path):
-    p = write_csv(tmp_path / "b.csv", B, [
-        ["1", "True", "Anxiety", "Factoid", "Q1?", "a", "b", "c", "d", "b", "2.0"],
-        ["1", "False", "Anxiety", "Factoid", "Q2?", "a", "b", "c", "d", "b", "2.0"],
-        ["2", "True", "Anxiety", "Factoid", "Q3?", "a", "b", "c", "d", "d>", "4.0"],
-        ["3", "True", "Anxiety", "Factoid", "Q4?", "a", "b", "c", "d", "a", "1.5"],
-        ["4", "maybe", "Anxiety", "Factoid", "Q5?", "a", "b", "c", "d", "a", "1.0"],
-    ])
+    p = write_csv(
+        tmp_path / "b.csv",
+        B,
+        [
+            ["1", "True", "Anxiety", "Factoid", "Q1?", "a", "b", "c", "d", "b", "2.0"],
+            ["1", "False", "Anxiety", "Factoid", "Q2?", "a", "b", "c", "d", "b", "2.0"],
+            ["2", "True", "Anxiety", "Factoid", "Q3?", "a", "b", "c", "d", "d>", "4.0"],
+            ["3", "True", "Anxiety", "Factoid", "Q4?", "a", "b", "c", "d", "a", "1.5"],
+            ["4", "maybe", "Anxiety", "Factoid", "Q5?", "a", "b", "c", "d", "a", "1.0"],
+        ],
+    )
     rep = ds.load("mhqa", p)
     assert rep.kind == "mhqa_b"
     assert [it.answer for it in rep.items] == [1, 3]
@@ -240,8 +294,11 @@ def test_mhqa_b_float_numbers_and_valid_flag(tmp_path):
 
 
 def test_mhqa_missing_column_and_not_mhqa(tmp_path):
-    p = write_csv(tmp_path / "g.csv", [c for c in GOLD if c != "question"],
-                  [["1", "Anxiety", "Factoid", "a", "b", "c", "d", "a", "1"]])
+    p = write_csv(
+        tmp_path / "g.csv",
+        [c for c in GOLD if c != "question"],
+        [["1", "Anxiety", "Factoid", "a", "b", "c", "d", "a", "1"]],
+    )
     with pytest.raises(DatasetError, match=r"g\.csv.*missing required column.*question"):
         ds.load("mhqa", p)
     q = write_csv(tmp_path / "other.csv", ["x", "y"], [["1", "2"]])
@@ -250,10 +307,13 @@ def test_mhqa_missing_column_and_not_mhqa(tmp_path):
 
 
 def test_mhqa_repairs_mojibake(tmp_path):
-    p = write_csv(tmp_path / "gold.csv", GOLD, [
-        ["1", "Anxiety", "Factoid", "Role of TNF-Î± here?", "TNF-Î± up", "down", "none", "both",
-         "TNF-Î± up", "1"],
-    ])
+    p = write_csv(
+        tmp_path / "gold.csv",
+        GOLD,
+        [
+            ["1", "Anxiety", "Factoid", "Role of TNF-Î± here?", "TNF-Î± up", "down", "none", "both", "TNF-Î± up", "1"],
+        ],
+    )
     rep = ds.load("mhqa_gold", p)
     it = rep.items[0]
     assert it.question == "Role of TNF-α here?" and it.options[0] == "TNF-α up"
@@ -264,18 +324,28 @@ def test_mhqa_repairs_mojibake(tmp_path):
 # Generic / demo (synthetic)
 # --------------------------------------------------------------------------------------------
 
+
 def test_generic_jsonl(tmp_path):
-    p = write_jsonl(tmp_path / "kb.jsonl", [
-        {"id": "a", "question": "Q?", "options": ["x", "y", "z"], "answer": 2,
-         "labels": {"ward": "ICU"}, "concept_id": "surgery"},
-        {"id": "b", "question": "Q2?", "options": ["x", "y"], "answer_letter": "b"},
-        {"id": "a", "question": "Q3?", "options": ["x", "y"], "answer": 0},          # dup id
-        {"id": "c", "question": "Q4?", "options": ["x"], "answer": 0},               # < 2 options
-        {"id": "d", "question": "Q5?", "options": ["x", "y"], "answer": 2},          # out of range
-        {"id": "e", "question": "Q6?", "options": ["x", "y"], "answer": 0, "answer_letter": "B"},
-        {"id": "f", "question": "Q7?", "options": ["x", "x"], "answer": 1},          # dup texts: kept
-        {"id": "g", "question": "Q8?", "options": ["x", "y"], "answer": True},
-    ])
+    p = write_jsonl(
+        tmp_path / "kb.jsonl",
+        [
+            {
+                "id": "a",
+                "question": "Q?",
+                "options": ["x", "y", "z"],
+                "answer": 2,
+                "labels": {"ward": "ICU"},
+                "concept_id": "surgery",
+            },
+            {"id": "b", "question": "Q2?", "options": ["x", "y"], "answer_letter": "b"},
+            {"id": "a", "question": "Q3?", "options": ["x", "y"], "answer": 0},  # dup id
+            {"id": "c", "question": "Q4?", "options": ["x"], "answer": 0},  # < 2 options
+            {"id": "d", "question": "Q5?", "options": ["x", "y"], "answer": 2},  # out of range
+            {"id": "e", "question": "Q6?", "options": ["x", "y"], "answer": 0, "answer_letter": "B"},
+            {"id": "f", "question": "Q7?", "options": ["x", "x"], "answer": 1},  # dup texts: kept
+            {"id": "g", "question": "Q8?", "options": ["x", "y"], "answer": True},
+        ],
+    )
     rep = ds.load("generic", p)
     assert [it.id for it in rep.items] == ["a", "b", "f"]
     a, b, f = rep.items
@@ -292,16 +362,19 @@ def test_generic_jsonl(tmp_path):
 
 
 def test_generic_csv(tmp_path):
-    p = write_csv(tmp_path / "kb.csv",
-                  ["id", "question", "option_a", "option_b", "option_c", "answer", "concept_id", "Ward"], [
-                      ["1", "Q?", "x", "y", "z", "C", "surgery", "ICU"],
-                      ["2", "Q2?", "x", "y", "", "1", "", ""],       # 0-based int, 2 options
-                      ["3", "Q3?", "x", "y", "", "c", "", ""],       # letter out of range
-                      ["4", "Q4?", "x", "", "z", "A", "", ""],       # gap in options
-                      ["5", "Q5?", "x", "y", "z", "2.0", "", ""],    # float index
-                      ["6", "Q6?", "x", "y", "z", "3", "", ""],      # int out of range
-                      ["1", "Q7?", "x", "y", "z", "A", "", ""],      # dup id
-                  ])
+    p = write_csv(
+        tmp_path / "kb.csv",
+        ["id", "question", "option_a", "option_b", "option_c", "answer", "concept_id", "Ward"],
+        [
+            ["1", "Q?", "x", "y", "z", "C", "surgery", "ICU"],
+            ["2", "Q2?", "x", "y", "", "1", "", ""],  # 0-based int, 2 options
+            ["3", "Q3?", "x", "y", "", "c", "", ""],  # letter out of range
+            ["4", "Q4?", "x", "", "z", "A", "", ""],  # gap in options
+            ["5", "Q5?", "x", "y", "z", "2.0", "", ""],  # float index
+            ["6", "Q6?", "x", "y", "z", "3", "", ""],  # int out of range
+            ["1", "Q7?", "x", "y", "z", "A", "", ""],  # dup id
+        ],
+    )
     rep = ds.load("generic", p)
     assert [(it.id, it.answer) for it in rep.items] == [("1", 2), ("2", 1), ("5", 2)]
     assert rep.items[0].labels == {"ward": "ICU", "concept_id": "surgery"}
@@ -324,8 +397,7 @@ def test_generic_csv_semicolon_and_missing_column(tmp_path):
 
 def test_csv_ragged_rows(tmp_path):
     p = tmp_path / "kb.csv"
-    p.write_text("id,question,option_a,option_b,answer\n1,Q,x,y,A\n2,Q, with comma,x,y,A\n3,Q\n",
-                 encoding="utf-8")
+    p.write_text("id,question,option_a,option_b,answer\n1,Q,x,y,A\n2,Q, with comma,x,y,A\n3,Q\n", encoding="utf-8")
     rep = ds.load("generic", p)
     assert [it.id for it in rep.items] == ["1"]
     assert [s.row for s in rep.skipped] == [3, 4]
@@ -333,25 +405,32 @@ def test_csv_ragged_rows(tmp_path):
 
 
 def test_latin1_file(tmp_path):
-    p = write_csv(tmp_path / "l1.csv", ["id", "question", "option_a", "option_b", "answer"],
-                  [["1", "Quelle est la thérapie pour l'œdème?", "Diurétique", "Café", "A"]],
-                  encoding="cp1252")
+    p = write_csv(
+        tmp_path / "l1.csv",
+        ["id", "question", "option_a", "option_b", "answer"],
+        [["1", "Quelle est la thérapie pour l'œdème?", "Diurétique", "Café", "A"]],
+        encoding="cp1252",
+    )
     rep = ds.load("generic", p)
     it = rep.items[0]
     assert it.question == "Quelle est la thérapie pour l'œdème?"
     assert it.options == ("Diurétique", "Café")
     assert rep.encoding == "cp1252"
     q = tmp_path / "raw.jsonl"
-    q.write_bytes(b'{"id": "1", "question": "caf\xe9 \x81?", "options": ["a", "b"], "answer": 0}\n'
-                  + '{"id": "2", "question": "ok é", "options": ["a", "b"], "answer": 1}\n'.encode())
+    q.write_bytes(
+        b'{"id": "1", "question": "caf\xe9 \x81?", "options": ["a", "b"], "answer": 0}\n'
+        + '{"id": "2", "question": "ok é", "options": ["a", "b"], "answer": 1}\n'.encode()
+    )
     rep = ds.load("generic", q)
     assert [it.question for it in rep.items] == ["caf\xe9 \x81?", "ok é"]
     assert rep.encoding == "mixed"
 
 
 def test_demo_kind(tmp_path, monkeypatch):
-    p = write_jsonl(tmp_path / "demo.jsonl", [
-        {"id": "d1", "question": "Q?", "options": ["x", "y"], "answer": 0, "concept_id": "c1"}])
+    p = write_jsonl(
+        tmp_path / "demo.jsonl",
+        [{"id": "d1", "question": "Q?", "options": ["x", "y"], "answer": 0, "concept_id": "c1"}],
+    )
     rep = ds.load("demo", p)
     assert rep.items[0].source == "demo" and rep.items[0].labels == {"concept_id": "c1"}
     monkeypatch.setattr(ds.paths, "DEMO_KB", p)
@@ -362,6 +441,7 @@ def test_demo_kind(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------
 # File-level errors and specs
 # --------------------------------------------------------------------------------------------
+
 
 def test_missing_file_names_path(tmp_path):
     missing = tmp_path / "nope" / "dev.jsonl"

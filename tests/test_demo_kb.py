@@ -6,9 +6,27 @@ import pytest
 from hdsu_core import demo_kb, paths
 
 MEDMCQA_SUBJECTS = [
-    "Dental", "Surgery", "Pathology", "Medicine", "Anatomy", "Pharmacology", "Gynaecology Obstetrics",
-    "Pediatrics", "Biochemistry", "Physiology", "Social Preventive Medicine", "Microbiology", "Radiology",
-    "Forensic Medicine", "Ophthalmology", "ENT", "Anaesthesia", "Skin", "Orthopaedics", "Psychiatry", "Unknown",
+    "Dental",
+    "Surgery",
+    "Pathology",
+    "Medicine",
+    "Anatomy",
+    "Pharmacology",
+    "Gynaecology Obstetrics",
+    "Pediatrics",
+    "Biochemistry",
+    "Physiology",
+    "Social Preventive Medicine",
+    "Microbiology",
+    "Radiology",
+    "Forensic Medicine",
+    "Ophthalmology",
+    "ENT",
+    "Anaesthesia",
+    "Skin",
+    "Orthopaedics",
+    "Psychiatry",
+    "Unknown",
 ]
 MHQA_TOPICS = ["Anxiety", "Depression", "Trauma", "Obsessive/Compulsive Disorders"]
 
@@ -34,8 +52,10 @@ def items():
 
 
 def _rows(items):
-    return [{"id": i.id, "question": i.question, "options": list(i.options), "answer": i.answer,
-             "labels": dict(i.labels)} for i in items]
+    return [
+        {"id": i.id, "question": i.question, "options": list(i.options), "answer": i.answer, "labels": dict(i.labels)}
+        for i in items
+    ]
 
 
 # ---- hierarchy structure -------------------------------------------------------------------
@@ -56,8 +76,12 @@ def test_hierarchy_structure(hierarchy, concepts):
 
 
 def _matched(concepts, source, field, value):
-    return [c["id"] for c in concepts.values() for m in c.get("matchers", [])
-            if m["source"] == source and m["field"] == field and m["equals"] == value]
+    return [
+        c["id"]
+        for c in concepts.values()
+        for m in c.get("matchers", [])
+        if m["source"] == source and m["field"] == field and m["equals"] == value
+    ]
 
 
 @pytest.mark.parametrize("subject", MEDMCQA_SUBJECTS)

@@ -2,6 +2,7 @@
 one, else the CPU); a device that is not there is refused up front with one clear line and
 nothing recorded; the CPU path (the one CI runs) gives the same numbers asked for explicitly or
 through ``auto``. The CUDA path is the same code with tensors placed on the model's device."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,7 +29,7 @@ def test_resolve_device_cpu_and_auto():
 
 @pytest.mark.parametrize("spec", ["gpu", "tpu", "cuda:x", ""])
 def test_unknown_device_is_refused(spec):
-    if spec == "":   # empty means the default
+    if spec == "":  # empty means the default
         assert resolve_device(spec) == resolve_device("auto")
         return
     with pytest.raises(ModelError, match="not a device"):
@@ -75,7 +76,7 @@ def test_dashboard_offers_only_devices_that_exist():
     gpus = [k for k in opts if k.startswith("cuda:")]
     assert len(gpus) == torch.cuda.device_count()
     for k in opts:
-        resolve_device(k)   # every offered device resolves
+        resolve_device(k)  # every offered device resolves
 
 
 def test_changed_fraction_with_a_cpu_snapshot():
@@ -88,6 +89,7 @@ def test_changed_fraction_with_a_cpu_snapshot():
 def test_model_device_of_a_model():
     class _Tok:
         bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
     m = tiny_llama(50, {"hidden": 16, "layers": 1, "heads": 2, "intermediate": 32, "max_len": 16}, _Tok())
     assert model_device(m) == torch.device("cpu")
 
@@ -116,8 +118,7 @@ def test_resolve_dtype():
 def test_bfloat16_run_forgets_within_the_mask_and_is_deterministic(toy):  # noqa: F811
     """The bfloat16 path (a large model on a GPU) on the CPU toy: it still forgets, only masked
     weights change, and the same config gives the same numbers."""
-    cfg = RunConfig(**{**toy["cfg"].to_dict(), "dtype": "bfloat16", "device": "cpu",
-                       "settings": {"max_steps": 30}})
+    cfg = RunConfig(**{**toy["cfg"].to_dict(), "dtype": "bfloat16", "device": "cpu", "settings": {"max_steps": 30}})
     a = run_unlearning(cfg)
     assert a["info"]["dtype"] == "bfloat16"
     rows = {r["label"]: r["value"] for r in audit.procedure_rows(a["info"])}
@@ -140,14 +141,29 @@ def test_bench_on_a_given_model_with_injection_has_a_retrain_reference(toy, tmp_
     a given model has no retrain reference: refused in one line unless --no-retrain."""
     import json as _json
     from hdsu_core.engine import prepare_model
+
     tok = prepare_model(toy["cfg"], toy["items"], lambda *a: None).tokenizer
     base = tmp_path / "base"
     recipe = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "max_len": 64}
     tiny_llama(len(tok), recipe, tok).save_pretrained(base)
     tok.save_pretrained(base)
     db = str(tmp_path / "b.duckdb")
-    common = ["bench", "--dataset", f"demo:{toy['path']}", "--model", str(base), "--methods", "hdsu",
-              "--forget", "anxiety", "--device", "cpu", "--db", db, "--quiet"]
+    common = [
+        "bench",
+        "--dataset",
+        f"demo:{toy['path']}",
+        "--model",
+        str(base),
+        "--methods",
+        "hdsu",
+        "--forget",
+        "anxiety",
+        "--device",
+        "cpu",
+        "--db",
+        db,
+        "--quiet",
+    ]
     assert main(common) == 1
     assert "no retrain reference for" in capsys.readouterr().err
     assert main(common + ["--inject", "--json"]) == 0
@@ -158,4 +174,4 @@ def test_bench_on_a_given_model_with_injection_has_a_retrain_reference(toy, tmp_
         assert 0.0 <= r["forget_acc_after"] <= 1.0 and 0.0 <= r["retain_acc_after"] <= 1.0
     assert ref["changed_fraction"] == 1.0 and run["changed_fraction"] <= 0.0011
     assert Store(db).list_runs().iloc[0]["model"] == str(base)
-    assert main(common + ["--no-retrain"]) == 0   # used as it is, without a reference
+    assert main(common + ["--no-retrain"]) == 0  # used as it is, without a reference

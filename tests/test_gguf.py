@@ -5,6 +5,7 @@ llama.cpp's ``convert_hf_to_gguf.py`` writes a Llama (F32 tensors, llama.cpp ten
 permuted for its rope layout, a ``gpt2`` tokenizer in the metadata), then loaded back through the
 project's loader and compared with the original: same weights, same logits, same token ids.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,31 +14,41 @@ import numpy as np
 import pytest
 import torch
 
-gguf = pytest.importorskip("gguf", reason="the `gguf` package (pinned gguf==0.19.0) is needed to "
-                                          "write and read GGUF files")
+gguf = pytest.importorskip(
+    "gguf", reason="the `gguf` package (pinned gguf==0.19.0) is needed to write and read GGUF files"
+)
 
 from hdsu_core import datasets  # noqa: E402
-from hdsu_core.models import (PROMPT, encode_qa, load_model, qa_texts, set_seed,  # noqa: E402
-                              tiny_llama, train_tokenizer, weights_hash)
+from hdsu_core.models import (
+    PROMPT,
+    encode_qa,
+    load_model,
+    qa_texts,
+    set_seed,  # noqa: E402
+    tiny_llama,
+    train_tokenizer,
+    weights_hash,
+)
 
 RECIPE = {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 128, "max_len": 64}
-SAMPLES = ["Question: What is the first-line treatment for anaphylaxis?\nAnswer: Intramuscular adrenaline",
-           "The patient's HbA1c was 7.2% — metformin 500 mg twice daily was started.",
-           "  leading spaces, UPPER case, digits 12345 and symbols (§, µg, °C)."]
+SAMPLES = [
+    "Question: What is the first-line treatment for anaphylaxis?\nAnswer: Intramuscular adrenaline",
+    "The patient's HbA1c was 7.2% — metformin 500 mg twice daily was started.",
+    "  leading spaces, UPPER case, digits 12345 and symbols (§, µg, °C).",
+]
 
 
 def _permute_for_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's ``LlamaModel.permute`` (convert_hf_to_gguf.py): HF's rotate-half q/k row order ->
     GGML's interleaved pairs. transformers' ``LlamaTensorProcessor._reverse_permute_weights`` undoes it."""
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def _write_gguf(model, tok, path, *, permute_qk: bool = True) -> None:
     cfg = model.config
     qk = _permute_for_llama_cpp if permute_qk else (lambda w, n_head: w)
     n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-    w = gguf.GGUFWriter(str(path), "llama")       # writes general.architecture = "llama"
+    w = gguf.GGUFWriter(str(path), "llama")  # writes general.architecture = "llama"
     w.add_name("hdsu-tiny-llama")
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_vocab_size(cfg.vocab_size)
@@ -63,14 +74,13 @@ def _write_gguf(model, tok, path, *, permute_qk: bool = True) -> None:
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt-2")
     w.add_token_list(tokens)
-    w.add_token_types([gguf.TokenType.CONTROL if t in specials else gguf.TokenType.NORMAL
-                       for t in tokens])
+    w.add_token_types([gguf.TokenType.CONTROL if t in specials else gguf.TokenType.NORMAL for t in tokens])
     w.add_token_merges(merges)
     w.add_bos_token_id(tok.bos_token_id)
     w.add_eos_token_id(tok.eos_token_id)
     w.add_unk_token_id(tok.unk_token_id)
     w.add_pad_token_id(tok.pad_token_id)
-    w.add_add_bos_token(False)   # the project's tokenizer adds no specials; encode_qa adds <bos>
+    w.add_add_bos_token(False)  # the project's tokenizer adds no specials; encode_qa adds <bos>
     w.add_add_eos_token(False)
 
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
@@ -78,10 +88,8 @@ def _write_gguf(model, tok, path, *, permute_qk: bool = True) -> None:
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         w.add_tensor(f"blk.{i}.attn_norm.weight", sd[p + "input_layernorm.weight"])
-        w.add_tensor(f"blk.{i}.attn_q.weight",
-                     qk(sd[p + "self_attn.q_proj.weight"], n_head))
-        w.add_tensor(f"blk.{i}.attn_k.weight",
-                     qk(sd[p + "self_attn.k_proj.weight"], n_kv))
+        w.add_tensor(f"blk.{i}.attn_q.weight", qk(sd[p + "self_attn.q_proj.weight"], n_head))
+        w.add_tensor(f"blk.{i}.attn_k.weight", qk(sd[p + "self_attn.k_proj.weight"], n_kv))
         w.add_tensor(f"blk.{i}.attn_v.weight", sd[p + "self_attn.v_proj.weight"])
         w.add_tensor(f"blk.{i}.attn_output.weight", sd[p + "self_attn.o_proj.weight"])
         w.add_tensor(f"blk.{i}.ffn_norm.weight", sd[p + "post_attention_layernorm.weight"])
@@ -89,7 +97,7 @@ def _write_gguf(model, tok, path, *, permute_qk: bool = True) -> None:
         w.add_tensor(f"blk.{i}.ffn_up.weight", sd[p + "mlp.up_proj.weight"])
         w.add_tensor(f"blk.{i}.ffn_down.weight", sd[p + "mlp.down_proj.weight"])
     w.add_tensor("output_norm.weight", sd["model.norm.weight"])
-    w.add_tensor("output.weight", sd["lm_head.weight"])   # untied: tiny_llama sets tie_word_embeddings=False
+    w.add_tensor("output.weight", sd["lm_head.weight"])  # untied: tiny_llama sets tie_word_embeddings=False
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -123,15 +131,17 @@ def test_gguf_weights_and_logits_match(original, loaded):
     model, tok = original
     assert type(loaded.model).__name__ == "LlamaForCausalLM"
     assert loaded.model.config.tie_word_embeddings is False
-    assert loaded.model_hash == weights_hash(model)       # every tensor round-trips bit for bit
-    encs = [encode_qa(tok, "What is the first-line treatment for anaphylaxis?", "Adrenaline"),
-            encode_qa(tok, "Which organism causes tuberculosis?", "Mycobacterium tuberculosis")]
+    assert loaded.model_hash == weights_hash(model)  # every tensor round-trips bit for bit
+    encs = [
+        encode_qa(tok, "What is the first-line treatment for anaphylaxis?", "Adrenaline"),
+        encode_qa(tok, "Which organism causes tuberculosis?", "Mycobacterium tuberculosis"),
+    ]
     for e in encs:
         ids = torch.tensor([e.ids])
         with torch.no_grad():
             want = model(input_ids=ids).logits
             got = loaded.model(input_ids=ids).logits
-        assert want.std() > 0.3                             # logits are large enough to be telling
+        assert want.std() > 0.3  # logits are large enough to be telling
         assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
 
 
@@ -157,13 +167,20 @@ def test_gguf_tokenizer_matches_original(original, loaded):
     assert gtok.vocab_size == tok.vocab_size == loaded.model.config.vocab_size
     assert {t: got_vocab.get(t) for t in want_vocab} == want_vocab
     assert set(got_vocab) - set(want_vocab) <= {"<|endoftext|>"}
-    assert (gtok.bos_token, gtok.eos_token, gtok.pad_token, gtok.unk_token) == \
-        (tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token)
-    assert (gtok.bos_token_id, gtok.eos_token_id, gtok.pad_token_id) == \
-        (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    assert (gtok.bos_token, gtok.eos_token, gtok.pad_token, gtok.unk_token) == (
+        tok.bos_token,
+        tok.eos_token,
+        tok.pad_token,
+        tok.unk_token,
+    )
+    assert (gtok.bos_token_id, gtok.eos_token_id, gtok.pad_token_id) == (
+        tok.bos_token_id,
+        tok.eos_token_id,
+        tok.pad_token_id,
+    )
     for text in SAMPLES + [PROMPT.format(question="Is <eos> a special token?")]:
         want = tok(text)["input_ids"]
-        assert len(want) < len(text.encode())              # merges are really used
+        assert len(want) < len(text.encode())  # merges are really used
         assert gtok(text)["input_ids"] == want
         assert gtok(text, add_special_tokens=False)["input_ids"] == want
         assert gtok.decode(want) == tok.decode(want)

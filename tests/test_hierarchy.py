@@ -1,4 +1,5 @@
 """Concept hierarchy: validation (every violation, with ids), edit operations, JSON io, diff."""
+
 from __future__ import annotations
 
 import copy
@@ -6,17 +7,34 @@ import json
 
 import pytest
 
-from hdsu_core.hierarchy import (FORMAT, Concept, Hierarchy, HierarchyError, Violation, diff_summary,
-                                 load_default, validate_data)
+from hdsu_core.hierarchy import (
+    FORMAT,
+    Concept,
+    Hierarchy,
+    HierarchyError,
+    Violation,
+    diff_summary,
+    load_default,
+    validate_data,
+)
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
 
+
 def c(cid, level, parent=None, name=None, terms=(), matchers=(), **extra) -> dict:
-    d = {"id": cid, "name": cid.upper() if name is None else name, "level": level, "parent": parent,
-         "terms": list(terms), "matchers": list(matchers), "codes": {}, "description": ""}
+    d = {
+        "id": cid,
+        "name": cid.upper() if name is None else name,
+        "level": level,
+        "parent": parent,
+        "terms": list(terms),
+        "matchers": list(matchers),
+        "codes": {},
+        "description": "",
+    }
     d.update(extra)
     return d
 
@@ -35,8 +53,13 @@ def small() -> dict:
         c("e", 4, "c", terms=["epsilon"]),
         c("f", 3, "b", terms=["phi"]),
         c("g", 2, "a"),
-        c("h", 3, "g", terms=["eta", "shared"],
-          matchers=[{"source": "medmcqa", "field": "subject_name", "equals": "H"}]),
+        c(
+            "h",
+            3,
+            "g",
+            terms=["eta", "shared"],
+            matchers=[{"source": "medmcqa", "field": "subject_name", "equals": "H"}],
+        ),
         c("r", 1),
         c("s", 2, "r"),
     )
@@ -68,6 +91,7 @@ def dh(default_h) -> Hierarchy:
 # --------------------------------------------------------------------------------------------
 # validation: each kind on its own
 # --------------------------------------------------------------------------------------------
+
 
 def test_small_document_is_valid():
     assert validate_data(small()) == []
@@ -143,8 +167,9 @@ def test_same_term_on_two_concepts_is_allowed():
 
 
 def test_multiple_parents():
-    v = validate_data(doc(c("a", 1), c("b", 2, "a"), c("b2", 2, "a"),
-                          {"id": "k", "name": "K", "level": 3, "parents": ["b", "b2"]}))
+    v = validate_data(
+        doc(c("a", 1), c("b", 2, "a"), c("b2", 2, "a"), {"id": "k", "name": "K", "level": 3, "parents": ["b", "b2"]})
+    )
     assert pairs(v) == {("multiple_parents", ("k", "b", "b2"))}
     assert "tree" in v[0].message
 
@@ -167,12 +192,15 @@ def test_bad_id(cid):
     assert pairs(v) == {("bad_id", (cid,))}
 
 
-@pytest.mark.parametrize("matcher", [
-    {"source": "medmcqa", "field": "subject_name"},            # no equals
-    {"source": "medmcqa", "equals": "Surgery"},                # no field
-    {"field": "subject_name", "equals": "Surgery"},            # no source
-    "subject_name=Surgery",                                    # not an object
-])
+@pytest.mark.parametrize(
+    "matcher",
+    [
+        {"source": "medmcqa", "field": "subject_name"},  # no equals
+        {"source": "medmcqa", "equals": "Surgery"},  # no field
+        {"field": "subject_name", "equals": "Surgery"},  # no source
+        "subject_name=Surgery",  # not an object
+    ],
+)
 def test_bad_matcher(matcher):
     v = validate_data(doc(c("a", 1, matchers=[matcher])))
     assert pairs(v) == {("bad_matcher", ("a",))}
@@ -193,24 +221,25 @@ def test_wildcard_matcher_source_is_valid():
 # validation: everything at once
 # --------------------------------------------------------------------------------------------
 
+
 def many_violations_doc() -> dict:
     return doc(
         c("root", 1),
         c("dom", 2, "root"),
         c("dom2", 2, "root"),
         c("spec", 3, "dom"),
-        c("spec", 3, "dom", name="again"),                          # duplicate_id
-        c("skipper", 4, "dom"),                                     # level_skip
-        c("lost", 3, "ghost"),                                      # orphan (parent missing)
-        c("floating", 2),                                           # orphan (no parent)
-        c("noname", 3, "dom", name=""),                             # missing_name
-        c("dupterm", 3, "dom", terms=["Heart", "heart"]),           # duplicate_term
+        c("spec", 3, "dom", name="again"),  # duplicate_id
+        c("skipper", 4, "dom"),  # level_skip
+        c("lost", 3, "ghost"),  # orphan (parent missing)
+        c("floating", 2),  # orphan (no parent)
+        c("noname", 3, "dom", name=""),  # missing_name
+        c("dupterm", 3, "dom", terms=["Heart", "heart"]),  # duplicate_term
         {"id": "twoparents", "name": "T", "level": 3, "parents": ["dom", "dom2"]},  # multiple_parents
-        c("cy1", 3, "cy2"),                                         # cycle (+ level_skip)
+        c("cy1", 3, "cy2"),  # cycle (+ level_skip)
         c("cy2", 4, "cy1"),
-        c("selfie", 2, "selfie"),                                   # cycle (self loop)
-        c("deep", 5, "spec"),                                       # bad_level
-        c("Bad ID", 3, "dom"),                                      # bad_id
+        c("selfie", 2, "selfie"),  # cycle (self loop)
+        c("deep", 5, "spec"),  # bad_level
+        c("Bad ID", 3, "dom"),  # bad_id
         c("badm", 3, "dom", matchers=[{"source": "medmcqa", "field": "subject_name"}]),  # bad_matcher
     )
 
@@ -236,8 +265,18 @@ def test_every_violation_is_reported_with_ids():
     v = validate_data(many_violations_doc())
     assert pairs(v) == EXPECTED_MANY
     assert len(v) == len(EXPECTED_MANY)  # each once
-    assert kinds(v) >= {"cycle", "level_skip", "duplicate_id", "orphan", "missing_name",
-                        "duplicate_term", "multiple_parents", "bad_level", "bad_id", "bad_matcher"}
+    assert kinds(v) >= {
+        "cycle",
+        "level_skip",
+        "duplicate_id",
+        "orphan",
+        "missing_name",
+        "duplicate_term",
+        "multiple_parents",
+        "bad_level",
+        "bad_id",
+        "bad_matcher",
+    }
 
 
 def test_from_dict_raises_with_every_violation():
@@ -269,6 +308,7 @@ def test_empty_parent_string_means_root():
 # queries
 # --------------------------------------------------------------------------------------------
 
+
 def test_queries(h):
     assert h.children("c") == ["d", "e"]
     assert h.parent("d") == "c" and h.parent("a") is None
@@ -297,8 +337,10 @@ def test_ordered_ids_depth_first_sorted_and_stable(h):
 # default hierarchy
 # --------------------------------------------------------------------------------------------
 
+
 def test_default_hierarchy_is_valid(default_h):
     from hdsu_core.paths import DEFAULT_HIERARCHY
+
     data = json.loads(DEFAULT_HIERARCHY.read_text(encoding="utf-8"))
     assert validate_data(data) == []
     assert data["format"] == FORMAT
@@ -332,6 +374,7 @@ def test_default_ordered_ids_stable(default_h):
 # edits
 # --------------------------------------------------------------------------------------------
 
+
 def test_add_valid(h):
     con = h.add(Concept("z", "Zeta", 4, "f", terms=["zeta"]))
     assert con.id == "z" and h.parent("z") == "f" and "z" in h.children("f")
@@ -339,16 +382,19 @@ def test_add_valid(h):
     assert h.concept("s2").level == 3
 
 
-@pytest.mark.parametrize("bad, kind", [
-    (Concept("d", "dup", 4, "c"), "duplicate_id"),
-    (Concept("z", "Z", 4, "b"), "level_skip"),
-    (Concept("z", "Z", 3, "ghost"), "orphan"),
-    (Concept("z", "", 3, "b"), "missing_name"),
-    (Concept("Z Z", "Z", 3, "b"), "bad_id"),
-    (Concept("z", "Z", 5, "d"), "bad_level"),
-    (Concept("z", "Z", 3, "b", terms=["x", "X"]), "duplicate_term"),
-    (Concept("z", "Z", 3, "b", matchers=[{"source": "m"}]), "bad_matcher"),
-])
+@pytest.mark.parametrize(
+    "bad, kind",
+    [
+        (Concept("d", "dup", 4, "c"), "duplicate_id"),
+        (Concept("z", "Z", 4, "b"), "level_skip"),
+        (Concept("z", "Z", 3, "ghost"), "orphan"),
+        (Concept("z", "", 3, "b"), "missing_name"),
+        (Concept("Z Z", "Z", 3, "b"), "bad_id"),
+        (Concept("z", "Z", 5, "d"), "bad_level"),
+        (Concept("z", "Z", 3, "b", terms=["x", "X"]), "duplicate_term"),
+        (Concept("z", "Z", 3, "b", matchers=[{"source": "m"}]), "bad_matcher"),
+    ],
+)
 def test_add_invalid_leaves_hierarchy_unchanged(h, bad, kind):
     before = copy.deepcopy(h.to_dict())
     with pytest.raises(HierarchyError) as ei:
@@ -380,8 +426,12 @@ def test_update_terms(h):
 
 
 def test_update_other_fields_and_refuse_structure(h):
-    h.update("c", description="desc", codes={"icd10cm": "X00"},
-             matchers=[{"source": "mhqa", "field": "topic", "equals": "C"}])
+    h.update(
+        "c",
+        description="desc",
+        codes={"icd10cm": "X00"},
+        matchers=[{"source": "mhqa", "field": "topic", "equals": "C"}],
+    )
     con = h.concept("c")
     assert con.description == "desc" and con.codes == {"icd10cm": "X00"} and con.matchers[0]["equals"] == "C"
     before = h.to_dict()
@@ -507,6 +557,7 @@ def test_delete_reattach_on_default(dh):
 # JSON io
 # --------------------------------------------------------------------------------------------
 
+
 def test_save_load_round_trip(h, tmp_path):
     out = tmp_path / "sub" / "h.json"
     h.save(out)
@@ -555,6 +606,7 @@ def test_copy_is_independent(h):
 # diff
 # --------------------------------------------------------------------------------------------
 
+
 def test_diff(h):
     newer = h.copy()
     newer.add(Concept("z", "Z", 3, "g"))
@@ -564,8 +616,7 @@ def test_diff(h):
     d = h.diff(newer)
     assert d["added"] == ["z"]
     assert d["removed"] == ["f"]
-    assert d["changed"] == {"c": {"name": ["C", "Gamma"]},
-                            "d": {"terms": [["delta"], ["delta", "dee"]]}}
+    assert d["changed"] == {"c": {"name": ["C", "Gamma"]}, "d": {"terms": [["delta"], ["delta", "dee"]]}}
     assert diff_summary(d) == "+1 added, -1 removed, ~2 changed"
     assert diff_summary(h.diff(h.copy())) == "no changes"
     moved = h.copy()

@@ -1,4 +1,5 @@
 """ICD-10-CM import (simple-icd-10-cm shipped data, no network) as a four-level hierarchy."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Unlearning engine on a tiny memorised toy set (a slice of the demo KB, a 64-wide one-layer
 Llama trained in seconds): real forgetting, exact mask bound, projection, token roles, determinism."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,18 @@ from hdsu_core.models import encode_qa
 from hdsu_core.tagging import TermIndex, make_split
 
 TOY_CONCEPTS_PREFIX = ("anxiety", "depression", "surgery")
-TINY = {"hidden": 64, "layers": 1, "heads": 2, "intermediate": 128, "vocab": 4000, "lr": 5e-3,
-        "batch": 16, "max_epochs": 200, "target_acc": 1.0, "eval_every": 10}
+TINY = {
+    "hidden": 64,
+    "layers": 1,
+    "heads": 2,
+    "intermediate": 128,
+    "vocab": 4000,
+    "lr": 5e-3,
+    "batch": 16,
+    "max_epochs": 200,
+    "target_acc": 1.0,
+    "eval_every": 10,
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +42,27 @@ def toy(tmp_path_factory):
     for c in ("anxiety", "depression"):
         under |= h.subtree(c)
     surg = sorted(h.subtree("surgery"))[:12]
-    items = [it for it in datasets.load("demo").items
-             if it.labels["concept_id"] in under or it.labels["concept_id"] in surg]
+    items = [
+        it for it in datasets.load("demo").items if it.labels["concept_id"] in under or it.labels["concept_id"] in surg
+    ]
     path = home / "toy.jsonl"
     with open(path, "w") as f:
         for it in items:
-            f.write(json.dumps({"id": it.id, "question": it.question, "options": list(it.options),
-                                "answer": it.answer, "labels": it.labels}) + "\n")
-    cfg = RunConfig(forget=["anxiety"], dataset=f"demo:{path}", recipe=TINY,
-                    settings={"max_steps": 20}, n_generations=2)
+            f.write(
+                json.dumps(
+                    {
+                        "id": it.id,
+                        "question": it.question,
+                        "options": list(it.options),
+                        "answer": it.answer,
+                        "labels": it.labels,
+                    }
+                )
+                + "\n"
+            )
+    cfg = RunConfig(
+        forget=["anxiety"], dataset=f"demo:{path}", recipe=TINY, settings={"max_steps": 20}, n_generations=2
+    )
     return {"cfg": cfg, "items": items, "path": path, "hierarchy": h}
 
 
@@ -111,6 +134,7 @@ def test_projection_on_real_gradients(toy):
     """With real forget/retain gradients of the toy model, a small projected step does not raise
     the retain loss beyond second-order effects."""
     from hdsu_core.models import answer_nll, collate
+
     b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
     model, tok = b.model, b.tokenizer
     h = toy["hierarchy"]
@@ -129,7 +153,8 @@ def test_projection_on_real_gradients(toy):
         with torch.no_grad():
             ids, att, lab = collate(re_, tok.pad_token_id)
             return float(answer_nll(model, ids, att, lab).mean())
-    g_f = grad(fe, -1.0)   # ascent on forget
+
+    g_f = grad(fe, -1.0)  # ascent on forget
     g_r = grad(re_, 1.0)
     d = project_conflicting(g_f, g_r)
     assert float(torch.dot(d, g_r)) >= -1e-4 * float(g_r.norm() * d.norm())
@@ -139,7 +164,7 @@ def test_projection_on_real_gradients(toy):
         off = 0
         for p in params:
             n = p.numel()
-            p -= eta * d[off:off + n].view_as(p)
+            p -= eta * d[off : off + n].view_as(p)
             off += n
     after = retain_loss()
     assert after - before <= 1e-4
@@ -154,10 +179,10 @@ def test_token_roles_follow_hierarchy(toy):
     q = "What is the first-line treatment for panic disorder with depression?"
     enc = encode_qa(tok, q, "Quiet blorp reassurance")
     roles = token_roles(enc, idx, targeted)
-    text_of = lambda t: enc.text[enc.offsets[t][0]:enc.offsets[t][1]].strip().lower()  # noqa: E731
+    text_of = lambda t: enc.text[enc.offsets[t][0] : enc.offsets[t][1]].strip().lower()  # noqa: E731
     by_text = {text_of(t): r for t, r in enumerate(roles) if text_of(t)}
-    assert by_text["panic"] == "target"               # term of a targeted concept
-    assert by_text["depression"] == "preserve"         # term of an unselected concept
+    assert by_text["panic"] == "target"  # term of a targeted concept
+    assert by_text["depression"] == "preserve"  # term of an unselected concept
     assert by_text["question"] == "template"
     assert all(r == "answer" for t, r in enumerate(roles) if t >= enc.answer_start)
     push, hold = role_weights(roles, concept_weight=0.2)
@@ -185,23 +210,27 @@ def test_per_item_mask_covers_every_forget_item(toy):
     from hdsu_core.methods.base import UnlearnContext
     from hdsu_core.methods.hdsu import HDSU, select_mask, token_npo_loss
     from hdsu_core.models import clone_model, collate
+
     b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
     model, tok = b.model, b.tokenizer
     sp = make_split(toy["items"], toy["hierarchy"], ["anxiety"])
     ref = clone_model(model)
     calib, _ = calibration_split(sp.holdout, 0)
     settings = {**HDSU.defaults, "mask_allocation": "per_item", "mask_fraction": 0.002}
-    ctx = UnlearnContext(model=model, ref_model=ref, tok=tok, forget=sp.forget, retain=sp.retain,
-                         calibration=calib, settings=settings)
+    ctx = UnlearnContext(
+        model=model, ref_model=ref, tok=tok, forget=sp.forget, retain=sp.retain, calibration=calib, settings=settings
+    )
     ids, att, _ = collate(ctx.forget_enc, tok.pad_token_id)
-    weights = (torch.arange(ids.shape[1]).unsqueeze(0) >= torch.tensor(
-        [e.answer_start for e in ctx.forget_enc]).unsqueeze(1)).float() * att
+    weights = (
+        torch.arange(ids.shape[1]).unsqueeze(0) >= torch.tensor([e.answer_start for e in ctx.forget_enc]).unsqueeze(1)
+    ).float() * att
 
     def push_loss(idx):
         return token_npo_loss(model, ref, ids[idx], att[idx], weights[idx], 0.2)
+
     params = [(n, p) for n, p in model.named_parameters()]
     masks, k, total = select_mask(ctx, model, params, push_loss, settings)
-    assert k == int(0.002 * total) <= 0.002 * total   # rounded down: never over the budget
+    assert k == int(0.002 * total) <= 0.002 * total  # rounded down: never over the budget
     assert sum(int(m.sum()) for m in masks.values()) == k
     for i in range(len(ctx.forget_enc)):
         model.zero_grad()
@@ -240,13 +269,14 @@ def test_mcq_stop_rule_keeps_going_while_items_are_answered(toy):
 
 def test_auc_bootstrap_interval():
     from hdsu_core.metrics import auc_bootstrap_ci
+
     g = torch.Generator().manual_seed(1)
     same_a, same_b = torch.randn(20, generator=g).tolist(), torch.randn(50, generator=g).tolist()
     lo, hi = auc_bootstrap_ci(same_a, same_b)
-    assert lo < auc(same_a, same_b) < hi and lo < 0.5 < hi and hi - lo > 0.1   # small samples: wide
-    lo, hi = auc_bootstrap_ci([x + 5 for x in same_a], same_b)                   # separated groups
+    assert lo < auc(same_a, same_b) < hi and lo < 0.5 < hi and hi - lo > 0.1  # small samples: wide
+    lo, hi = auc_bootstrap_ci([x + 5 for x in same_a], same_b)  # separated groups
     assert lo > 0.95
-    assert auc_bootstrap_ci(same_a, same_b) == auc_bootstrap_ci(same_a, same_b)   # seeded
+    assert auc_bootstrap_ci(same_a, same_b) == auc_bootstrap_ci(same_a, same_b)  # seeded
     assert all(math.isnan(v) for v in auc_bootstrap_ci([], [1.0]))
 
 
@@ -255,8 +285,9 @@ def test_at_risk_retain_items_join_the_hold_batch(toy):
     batch (reported as at_risk_held_max, bounded by the setting); off by default."""
     off = run_unlearning(RunConfig(**{**toy["cfg"].to_dict(), "settings": {"max_steps": 15}}))
     assert off["info"]["at_risk_held_max"] == 0
-    on = run_unlearning(RunConfig(**{**toy["cfg"].to_dict(), "settings": {
-        "max_steps": 15, "hold_at_risk": 8, "at_risk_margin": 0.0}}))
+    on = run_unlearning(
+        RunConfig(**{**toy["cfg"].to_dict(), "settings": {"max_steps": 15, "hold_at_risk": 8, "at_risk_margin": 0.0}})
+    )
     assert 0 < on["info"]["at_risk_held_max"] <= 8
     assert on["changed_weights"] <= on["info"]["mask_size"]
 
@@ -266,9 +297,12 @@ def test_retain_hold_with_kl(toy):
     (KL 0) or the KL weight is 0; strictly larger once the model has moved away from the reference."""
     from hdsu_core.methods.hdsu import retain_hold_with_kl
     from hdsu_core.models import answer_nll, clone_model, collate
+
     b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
     model, tok = b.model, b.tokenizer
-    ids, att, labels = collate([encode_qa(tok, it.question, it.answer_text) for it in toy["items"][:16]], tok.pad_token_id)
+    ids, att, labels = collate(
+        [encode_qa(tok, it.question, it.answer_text) for it in toy["items"][:16]], tok.pad_token_id
+    )
     ref = clone_model(model)
     nll = answer_nll(model, ids, att, labels).mean()
     assert torch.allclose(retain_hold_with_kl(model, ref, ids, att, labels, 1.0), nll, atol=1e-5)
@@ -283,13 +317,14 @@ def test_project_out_leaves_guarded_losses_unchanged_first_order():
     """The retain repair's direction is orthogonal to every guard gradient (forget and calibration
     answer loss), even when the guards are correlated; the rest of the direction is kept."""
     from hdsu_core.methods.hdsu import project_out
+
     g = torch.Generator().manual_seed(3)
     for _ in range(50):
         d, a = torch.randn(40, generator=g), torch.randn(40, generator=g)
         b = 0.8 * a + 0.2 * torch.randn(40, generator=g)
         p = project_out(d, [a, b])
         assert abs(float(torch.dot(p, a))) < 1e-4 and abs(float(torch.dot(p, b))) < 1e-4
-        assert torch.allclose(project_out(p, [a, b]), p, atol=1e-5)   # idempotent
+        assert torch.allclose(project_out(p, [a, b]), p, atol=1e-5)  # idempotent
     assert torch.equal(project_out(d, [torch.zeros(40)]), d)
 
 
@@ -298,6 +333,7 @@ def test_option_margins_match_the_mcq_probe(toy):
     exactly where score_mcq counts the item correct; the option cross-entropy has a gradient."""
     from hdsu_core.models import option_cross_entropy, option_margins
     from hdsu_core.probes import score_mcq
+
     b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
     items = toy["items"][:40]
     with torch.no_grad():
@@ -327,8 +363,9 @@ def test_calibration_halves_matched_on_original_loss():
     holdout, and the seed decides which item of a pair goes where."""
     from hdsu_core.datasets import QAItem
     from hdsu_core.engine import calibration_split
+
     items = [QAItem(id=f"h{i}", question=f"q{i}", options=("a", "b"), answer=0, source="demo") for i in range(41)]
-    losses = {it.id: float((i * 37) % 41) for i, it in enumerate(items)}   # a shuffled ranking
+    losses = {it.id: float((i * 37) % 41) for i, it in enumerate(items)}  # a shuffled ranking
     calib, evaluation = calibration_split(items, 0, losses)
     assert sorted(it.id for it in calib + evaluation) == sorted(it.id for it in items)
     assert not {it.id for it in calib} & {it.id for it in evaluation}
@@ -337,8 +374,8 @@ def test_calibration_halves_matched_on_original_loss():
     ranked = sorted(items, key=lambda it: losses[it.id])
     for a, b in zip(ranked[0::2], ranked[1::2]):
         assert (a.id in in_calib) != (b.id in in_calib), (a.id, b.id)
-    assert calibration_split(items, 0, losses) == (calib, evaluation)       # deterministic
-    assert calibration_split(items, 1, losses)[0] != calib                  # the seed decides
+    assert calibration_split(items, 0, losses) == (calib, evaluation)  # deterministic
+    assert calibration_split(items, 1, losses)[0] != calib  # the seed decides
     # Without losses: the seeded random halves as before.
     rc, re_ = calibration_split(items, 0)
     assert sorted(it.id for it in rc + re_) == sorted(it.id for it in items)
@@ -351,7 +388,7 @@ def test_settle_pulls_over_forgotten_items_back(demo_result):
     the non-members; if not, settling must not have touched the run."""
     plain = run_unlearning(RunConfig(forget=["anxiety"], n_generations=2, settings={"settle_steps": 0}))
     p, s = plain["info"], demo_result["info"]
-    assert p["steps"] == s["steps"] and p["repair_steps"] == s["repair_steps"]   # same run up to the settle
+    assert p["steps"] == s["steps"] and p["repair_steps"] == s["repair_steps"]  # same run up to the settle
     if p["calibration_auc"] < 0.5 - 0.03:
         assert s["settle_steps"] >= 1, s
         assert abs(s["calibration_auc"] - 0.5) < abs(p["calibration_auc"] - 0.5), (p, s)

@@ -1,4 +1,5 @@
 """Model loading, caching and knowledge injection with a tiny Llama (no hub access anywhere)."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,18 @@ from hdsu_core import datasets
 from hdsu_core.models import ModelError, inject_knowledge, load_model, weights_hash
 from hdsu_core.probes import generate, perplexity, score_mcq
 
-RECIPE = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "vocab": 800, "lr": 1e-2,
-          "batch": 16, "max_epochs": 60, "target_acc": 1.0, "eval_every": 10}
+RECIPE = {
+    "hidden": 32,
+    "layers": 1,
+    "heads": 2,
+    "intermediate": 64,
+    "vocab": 800,
+    "lr": 1e-2,
+    "batch": 16,
+    "max_epochs": 60,
+    "target_acc": 1.0,
+    "eval_every": 10,
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +44,7 @@ def test_injection_is_cached_and_loads_from_local_dir(injected, items):
     b, cache = injected
     again = inject_knowledge(items, name="t", recipe=RECIPE, cache_dir=cache)
     assert again.path == b.path and again.model_hash == b.model_hash
-    loaded = load_model(b.path)   # a plain local Hugging Face directory
+    loaded = load_model(b.path)  # a plain local Hugging Face directory
     assert weights_hash(loaded.model) == b.model_hash
     assert loaded.tokenizer.pad_token_id is not None
 
@@ -70,6 +81,7 @@ def test_answer_nll_fast_path_matches_full_logits(injected, items):
     import torch
 
     from hdsu_core.models import answer_nll, collate, encode_qa, has_plain_head, token_logprobs
+
     bundle, _ = injected
     model, tok = bundle.model, bundle.tokenizer
     ids, att, labels = collate([encode_qa(tok, it.question, it.answer_text) for it in items], tok.pad_token_id)
@@ -80,8 +92,10 @@ def test_answer_nll_fast_path_matches_full_logits(injected, items):
         model.zero_grad()
         loss.backward()
         return [p.grad.clone() for p in model.parameters()]
+
     def full_nll():
         return -(token_logprobs(model, ids, att) * mask.float()).sum(1) / mask.float().sum(1)
+
     assert torch.allclose(answer_nll(model, ids, att, labels), full_nll(), atol=1e-5)
     for a, b in zip(grads(answer_nll(model, ids, att, labels).mean()), grads(full_nll().mean())):
         assert torch.allclose(a, b, atol=1e-6)
@@ -94,13 +108,14 @@ def test_encodings_are_cached_per_tokenizer_and_equal_fresh_ones(injected, items
     import copy
 
     from hdsu_core import models
+
     tok = injected[0].tokenizer
     it = items[0]
     a = models.encode_qa(tok, it.question, it.answer_text, 64)
     assert models.encode_qa(tok, it.question, it.answer_text, 64) is a
     assert a == models._encode_qa(tok, it.question, it.answer_text, 64)
     short = models.encode_qa(tok, it.question, it.answer_text, 12)
-    assert short is not a and short.ids != a.ids     # the question was cut to fit 12 tokens
+    assert short is not a and short.ids != a.ids  # the question was cut to fit 12 tokens
     other = copy.deepcopy(tok)
     b = models.encode_qa(other, it.question, it.answer_text, 64)
     assert b is not a and b == a

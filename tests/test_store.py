@@ -1,4 +1,5 @@
 """Tests for hdsu_core.store: schema, round trips, and real multi-process concurrency."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,9 +33,15 @@ def st(db: Path) -> Store:
 
 def _run(st: Store, run_id: str = "r1", **kw) -> None:
     args = dict(
-        author="alice", method="grad_ascent", model="demo-tiny", dataset="demo",
-        forget_concepts=["cardiology", "surgery"], config={"lr": 1e-5, "steps": 3},
-        config_hash="c0ffee", model_hash="m0", hierarchy_version=None,
+        author="alice",
+        method="grad_ascent",
+        model="demo-tiny",
+        dataset="demo",
+        forget_concepts=["cardiology", "surgery"],
+        config={"lr": 1e-5, "steps": 3},
+        config_hash="c0ffee",
+        model_hash="m0",
+        hierarchy_version=None,
     )
     args.update(kw)
     st.create_run(run_id, **args)
@@ -44,7 +51,11 @@ def _spawn(code: str, *args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=str(ROOT),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -56,8 +67,15 @@ def test_migrations_create_version_1_and_reopen_is_idempotent(db: Path):
     assert st.schema_version() == 1
     tables = set(st.table_names())
     assert {
-        "schema_version", "hierarchy_versions", "runs", "run_progress", "probe_results",
-        "metrics", "generations", "audit_events", "bench_results",
+        "schema_version",
+        "hierarchy_versions",
+        "runs",
+        "run_progress",
+        "probe_results",
+        "metrics",
+        "generations",
+        "audit_events",
+        "bench_results",
     } <= tables
     _run(st)
     st2 = Store(db)
@@ -191,9 +209,18 @@ def test_progress(st: Store):
 
 def _probe_rows(n: int, split: str = "forget", offset: int = 0) -> list[dict]:
     return [
-        dict(item_id=f"q{i + offset:05d}", split=split, concept_id=f"c{i % 7}", correct=i % 3 == 0,
-             pred=i % 4, answer=1, answer_logprob=-0.5 - i / n, loss=0.1 * (i % 5),
-             mink=None if i % 11 == 0 else -2.0, option_logprobs=[-0.1, -2.3, -3.0, -4.5])
+        dict(
+            item_id=f"q{i + offset:05d}",
+            split=split,
+            concept_id=f"c{i % 7}",
+            correct=i % 3 == 0,
+            pred=i % 4,
+            answer=1,
+            answer_logprob=-0.5 - i / n,
+            loss=0.1 * (i % 5),
+            mink=None if i % 11 == 0 else -2.0,
+            option_logprobs=[-0.1, -2.3, -3.0, -4.5],
+        )
         for i in range(n)
     ]
 
@@ -206,8 +233,18 @@ def test_probe_results_round_trip_and_replace(st: Store):
     assert len(df) == 14 and list(df["phase"].unique()) == ["before", "after"]
     b = st.probe_results("r1", "before")
     assert list(b.columns) == [
-        "run_id", "phase", "item_id", "split", "concept_id", "correct", "pred", "answer",
-        "answer_logprob", "loss", "mink", "option_logprobs",
+        "run_id",
+        "phase",
+        "item_id",
+        "split",
+        "concept_id",
+        "correct",
+        "pred",
+        "answer",
+        "answer_logprob",
+        "loss",
+        "mink",
+        "option_logprobs",
     ]
     row = b.iloc[0]
     assert row["item_id"] == "q00000" and bool(row["correct"]) is True and row["pred"] == 0
@@ -248,8 +285,11 @@ def test_metrics_upsert(st: Store):
 def test_generations(st: Store):
     _run(st)
     st.write_generations("r1", "after", [{"prompt_id": "p1", "prompt": "Q?", "output": "A2"}])
-    st.write_generations("r1", "before", [{"prompt_id": "p1", "prompt": "Q?", "output": "A"},
-                                          {"prompt_id": "p2", "prompt": "R?", "output": "B"}])
+    st.write_generations(
+        "r1",
+        "before",
+        [{"prompt_id": "p1", "prompt": "Q?", "output": "A"}, {"prompt_id": "p2", "prompt": "R?", "output": "B"}],
+    )
     st.write_generations("r1", "before", [{"prompt_id": "p1", "prompt": "Q?", "output": "A1"}])
     g = st.generations("r1")
     assert list(zip(g["phase"], g["prompt_id"], g["output"])) == [("before", "p1", "A1"), ("after", "p1", "A2")]

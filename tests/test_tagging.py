@@ -1,4 +1,5 @@
 """Tagging items with concepts and forget / retain / holdout splits."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -8,8 +9,7 @@ import pytest
 from hdsu_core import datasets as ds
 from hdsu_core.datasets import QAItem
 from hdsu_core.hierarchy import FORMAT, Hierarchy, HierarchyError, load_default
-from hdsu_core.tagging import (Tagger, TermIndex, collateral_terms, is_member, make_split,
-                               rollup_counts)
+from hdsu_core.tagging import Tagger, TermIndex, collateral_terms, is_member, make_split, rollup_counts
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,14 @@ _n = Counter()
 
 def item(question: str, source: str = "generic", answer: str = "none of these", **labels) -> QAItem:
     _n[source] += 1
-    return QAItem(id=f"{source}-{_n[source]}", question=question, options=(answer, "other"), answer=0,
-                  source=source, labels=dict(labels))
+    return QAItem(
+        id=f"{source}-{_n[source]}",
+        question=question,
+        options=(answer, "other"),
+        answer=0,
+        source=source,
+        labels=dict(labels),
+    )
 
 
 def surgery(question: str, answer: str = "none of these") -> QAItem:
@@ -39,9 +45,11 @@ def surgery(question: str, answer: str = "none of these") -> QAItem:
 # tagging rules
 # --------------------------------------------------------------------------------------------
 
+
 def test_label_concept_id_wins(tagger):
-    it = item("Most common site of the appendix in appendicitis?", "medmcqa",
-              subject_name="Surgery", concept_id="glaucoma")
+    it = item(
+        "Most common site of the appendix in appendicitis?", "medmcqa", subject_name="Surgery", concept_id="glaucoma"
+    )
     t = tagger.tag(it)
     assert (t.concept_id, t.via) == ("glaucoma", "label")
 
@@ -125,11 +133,15 @@ def test_case_insensitive(tagger):
 
 
 def test_phrase_beats_word():
-    data = {"format": FORMAT, "name": "t", "concepts": [
-        {"id": "a", "name": "A", "level": 1, "parent": None, "terms": ["heart"]},
-        {"id": "b", "name": "B", "level": 2, "parent": "a", "terms": ["failure"]},
-        {"id": "c", "name": "C", "level": 2, "parent": "a", "terms": ["heart failure"]},
-    ]}
+    data = {
+        "format": FORMAT,
+        "name": "t",
+        "concepts": [
+            {"id": "a", "name": "A", "level": 1, "parent": None, "terms": ["heart"]},
+            {"id": "b", "name": "B", "level": 2, "parent": "a", "terms": ["failure"]},
+            {"id": "c", "name": "C", "level": 2, "parent": "a", "terms": ["heart failure"]},
+        ],
+    }
     hh = Hierarchy.from_dict(data)
     spans = TermIndex(hh).spans("Signs of Heart Failure")
     assert [(s[2], s[3]) for s in spans] == [("heart failure", ("c",))]
@@ -142,27 +154,33 @@ def test_phrase_beats_word():
 def test_tag_all(tagger):
     items = [surgery("appendix"), item("glaucoma")]
     tags = tagger.tag_all(items)
-    assert {k: v.concept_id for k, v in tags.items()} == {items[0].id: "appendicitis",
-                                                          items[1].id: "glaucoma"}
+    assert {k: v.concept_id for k, v in tags.items()} == {items[0].id: "appendicitis", items[1].id: "glaucoma"}
 
 
 # --------------------------------------------------------------------------------------------
 # splits
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def synthetic_items() -> list[QAItem]:
     out = []
     for i in range(60):
-        out.append(QAItem(f"s{i}", f"Surgery question {i} about the appendix" if i % 3 == 0
-                          else f"Surgery question {i}", ("a", "b"), 0, "medmcqa",
-                          {"subject_name": "Surgery"}))
-        out.append(QAItem(f"p{i}", f"Psychiatry question {i}", ("a", "b"), 1, "medmcqa",
-                          {"subject_name": "Psychiatry"}))
-        out.append(QAItem(f"m{i}", f"Question {i} on panic attacks", ("a", "b"), 0, "mhqa",
-                          {"topic": "Anxiety"}))
-        out.append(QAItem(f"o{i}", f"Question {i}", ("a", "b"), 0, "mhqa",
-                          {"topic": "Obsessive/Compulsive Disorders"}))
+        out.append(
+            QAItem(
+                f"s{i}",
+                f"Surgery question {i} about the appendix" if i % 3 == 0 else f"Surgery question {i}",
+                ("a", "b"),
+                0,
+                "medmcqa",
+                {"subject_name": "Surgery"},
+            )
+        )
+        out.append(
+            QAItem(f"p{i}", f"Psychiatry question {i}", ("a", "b"), 1, "medmcqa", {"subject_name": "Psychiatry"})
+        )
+        out.append(QAItem(f"m{i}", f"Question {i} on panic attacks", ("a", "b"), 0, "mhqa", {"topic": "Anxiety"}))
+        out.append(QAItem(f"o{i}", f"Question {i}", ("a", "b"), 0, "mhqa", {"topic": "Obsessive/Compulsive Disorders"}))
         out.append(QAItem(f"u{i}", f"Unrelated question {i}", ("a", "b"), 0, "generic", {}))
     return out
 
@@ -266,6 +284,7 @@ def test_precomputed_tags_are_used(h, synthetic_items, tagger):
 # collateral terms
 # --------------------------------------------------------------------------------------------
 
+
 def test_collateral_terms(h):
     found = {d["term"]: d for d in collateral_terms(h, ["forensic_medicine"])}
     assert found["medicolegal"]["targeted"] == ["forensic_medicine"]
@@ -275,21 +294,28 @@ def test_collateral_terms(h):
 
 
 def test_collateral_terms_synthetic():
-    data = {"format": FORMAT, "name": "t", "concepts": [
-        {"id": "a", "name": "A", "level": 1, "parent": None, "terms": ["Shared", "own"]},
-        {"id": "b", "name": "B", "level": 2, "parent": "a", "terms": ["shared", "inner"]},
-        {"id": "c", "name": "C", "level": 2, "parent": "a", "terms": ["inner", "shared"]},
-    ]}
+    data = {
+        "format": FORMAT,
+        "name": "t",
+        "concepts": [
+            {"id": "a", "name": "A", "level": 1, "parent": None, "terms": ["Shared", "own"]},
+            {"id": "b", "name": "B", "level": 2, "parent": "a", "terms": ["shared", "inner"]},
+            {"id": "c", "name": "C", "level": 2, "parent": "a", "terms": ["inner", "shared"]},
+        ],
+    }
     hh = Hierarchy.from_dict(data)
     res = collateral_terms(hh, ["b"])
-    assert res == [{"term": "inner", "targeted": ["b"], "preserved": ["c"]},
-                   {"term": "shared", "targeted": ["b"], "preserved": ["a", "c"]}]
+    assert res == [
+        {"term": "inner", "targeted": ["b"], "preserved": ["c"]},
+        {"term": "shared", "targeted": ["b"], "preserved": ["a", "c"]},
+    ]
     assert collateral_terms(hh, ["a"]) == []
 
 
 # --------------------------------------------------------------------------------------------
 # real data
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def medmcqa_items(medmcqa_dev) -> list[QAItem]:

@@ -3,6 +3,7 @@
 A method is a class with ``name``, ``defaults`` (its settings) and ``run(ctx) -> dict``; it edits
 ``ctx.model`` in place. Register with ``@register``.
 """
+
 from __future__ import annotations
 
 from hdsu_core.methods.base import METHODS, UnlearnContext, get_method, register  # noqa: F401

@@ -1,4 +1,5 @@
 """Shared harness for unlearning methods: context, batching, losses, the common stopping rule."""
+
 from __future__ import annotations
 
 import random
@@ -32,24 +33,24 @@ class Cancelled(Exception):
 
 @dataclass
 class UnlearnContext:
-    model: torch.nn.Module             # edited in place
-    ref_model: torch.nn.Module         # frozen copy of the model before unlearning
+    model: torch.nn.Module  # edited in place
+    ref_model: torch.nn.Module  # frozen copy of the model before unlearning
     tok: object
     forget: Sequence[QAItem]
     retain: Sequence[QAItem]
-    calibration: Sequence[QAItem]      # non-members: the loss level an unlearned item should reach
+    calibration: Sequence[QAItem]  # non-members: the loss level an unlearned item should reach
     settings: dict
     seed: int = 0
     max_len: int = 96
     hierarchy: object = None
-    targeted: set = field(default_factory=set)     # concept ids under the selection
-    tags: dict = field(default_factory=dict)       # item id -> Tag
+    targeted: set = field(default_factory=set)  # concept ids under the selection
+    tags: dict = field(default_factory=dict)  # item id -> Tag
     progress: Callable[[str, float, str], None] = lambda p, f, m: None
     should_cancel: Callable[[], bool] = lambda: False
 
     def __post_init__(self):
         self.rng = random.Random(self.seed)
-        self.device = model_device(self.model)   # every batch is built there
+        self.device = model_device(self.model)  # every batch is built there
         self.forget_enc = [encode_qa(self.tok, it.question, it.answer_text, self.max_len) for it in self.forget]
         self.retain_enc = [encode_qa(self.tok, it.question, it.answer_text, self.max_len) for it in self.retain]
         self.calib_enc = [encode_qa(self.tok, it.question, it.answer_text, self.max_len) for it in self.calibration]
@@ -68,7 +69,7 @@ class UnlearnContext:
 def item_answer_losses(model, tok, encs: Sequence[Encoded], batch_size: int = 128) -> list[float]:
     out: list[float] = []
     for s in range(0, len(encs), batch_size):
-        ids, att, labels = collate(encs[s:s + batch_size], tok.pad_token_id, model_device(model))
+        ids, att, labels = collate(encs[s : s + batch_size], tok.pad_token_id, model_device(model))
         out.extend(answer_nll(model, ids, att, labels).tolist())
     return out
 
@@ -107,8 +108,15 @@ class StopRule:
     calibration non-members, i.e. reach what a model never trained on them scores.
     The calibration non-members are disjoint from those the reported MIA AUC is measured on."""
 
-    def __init__(self, ctx: UnlearnContext, check_every: int, max_steps: int, time_budget_s: float,
-                 stop_auc: float = 0.5, stop_mcq: bool = STOP_MCQ_DEFAULT):
+    def __init__(
+        self,
+        ctx: UnlearnContext,
+        check_every: int,
+        max_steps: int,
+        time_budget_s: float,
+        stop_auc: float = 0.5,
+        stop_mcq: bool = STOP_MCQ_DEFAULT,
+    ):
         self.ctx, self.check_every, self.max_steps, self.budget = ctx, check_every, max_steps, time_budget_s
         self.stop_auc = stop_auc
         # A loss-level match alone can leave a few items whose correct option still ranks first.
@@ -119,7 +127,7 @@ class StopRule:
         self.t0 = time.time()
         self.last_forget_loss = mean_answer_loss(ctx.model, ctx.tok, ctx.forget_enc)
         self.last_auc = None
-        self.last_forget_losses: list[float] | None = None   # per forget item, at the last check
+        self.last_forget_losses: list[float] | None = None  # per forget item, at the last check
         self.last_calib_losses: list[float] | None = None
         self.reason = "max_steps"
 
@@ -140,6 +148,7 @@ class StopRule:
     def check(self, step: int) -> bool:
         """Measure the forget and calibration items now; True when the target is reached."""
         from hdsu_core.metrics import mia_auc_loss
+
         f_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.forget_enc)
         self.last_forget_loss = sum(f_losses) / max(len(f_losses), 1)
         self.last_forget_losses = f_losses
@@ -150,18 +159,29 @@ class StopRule:
         mcq_ok = True
         if self.stop_mcq and self.ctx.calibration:
             from hdsu_core.probes import score_mcq
-            fc = [r["correct"] for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.forget, max_len=self.ctx.max_len)]
-            cc = [r["correct"] for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.calibration, max_len=self.ctx.max_len)]
+
+            fc = [
+                r["correct"] for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.forget, max_len=self.ctx.max_len)
+            ]
+            cc = [
+                r["correct"]
+                for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.calibration, max_len=self.ctx.max_len)
+            ]
             self.last_forget_correct = fc
             self.last_forget_acc = sum(fc) / max(len(fc), 1)
             self.last_calib_acc = sum(cc) / max(len(cc), 1)
             mcq_ok = self.last_forget_acc <= self.last_calib_acc
-        mcq_msg = "" if self.last_forget_acc is None else \
-            f" forget MCQ acc {self.last_forget_acc:.3f} (non-members {self.last_calib_acc:.3f})"
-        self.ctx.progress("unlearn", min(1.0, step / self.max_steps),
-                          f"step {step} forget loss {self.last_forget_loss:.3f} "
-                          f"calibration MIA AUC {self.last_auc if self.last_auc is None else round(self.last_auc, 3)}"
-                          + mcq_msg)
+        mcq_msg = (
+            ""
+            if self.last_forget_acc is None
+            else f" forget MCQ acc {self.last_forget_acc:.3f} (non-members {self.last_calib_acc:.3f})"
+        )
+        self.ctx.progress(
+            "unlearn",
+            min(1.0, step / self.max_steps),
+            f"step {step} forget loss {self.last_forget_loss:.3f} "
+            f"calibration MIA AUC {self.last_auc if self.last_auc is None else round(self.last_auc, 3)}" + mcq_msg,
+        )
         return self.last_auc is not None and self.last_auc <= self.stop_auc and mcq_ok
 
 
@@ -181,10 +201,22 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict) -> dict:
         opt.step()
         step += 1
     ctx.model.eval()
-    return {"steps": step, "stopped": stop.reason, "forget_loss": stop.last_forget_loss,
-            "target_loss": ctx.target_loss, "calibration_auc": stop.last_auc}
+    return {
+        "steps": step,
+        "stopped": stop.reason,
+        "forget_loss": stop.last_forget_loss,
+        "target_loss": ctx.target_loss,
+        "calibration_auc": stop.last_auc,
+    }
 
 
-BASELINE_DEFAULTS = {"lr": 5e-4, "max_steps": 300, "check_every": 5, "time_budget_s": 900.0,
-                     "stop_auc": 0.5, "stop_mcq": STOP_MCQ_DEFAULT,
-                     "retain_batch": 32, "forget_batch": 32}
+BASELINE_DEFAULTS = {
+    "lr": 5e-4,
+    "max_steps": 300,
+    "check_every": 5,
+    "time_budget_s": 900.0,
+    "stop_auc": 0.5,
+    "stop_mcq": STOP_MCQ_DEFAULT,
+    "retain_batch": 32,
+    "forget_batch": 32,
+}

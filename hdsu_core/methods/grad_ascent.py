@@ -1,4 +1,5 @@
 """Gradient ascent baseline: maximise the forget answers' NLL on all parameters."""
+
 from hdsu_core.methods.base import BASELINE_DEFAULTS, full_param_loop, register
 from hdsu_core.models import answer_nll
 
@@ -14,4 +15,5 @@ class GradAscent:
         def loss():
             ids, att, labels = ctx.batch(ctx.rng.sample(ctx.forget_enc, min(s["forget_batch"], len(ctx.forget_enc))))
             return -answer_nll(ctx.model, ids, att, labels).mean()
+
         return full_param_loop(ctx, loss, s)

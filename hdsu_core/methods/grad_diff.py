@@ -1,4 +1,5 @@
 """GradDiff baseline: ascent on the forget answers plus descent on retain answers (all parameters)."""
+
 from hdsu_core.methods.base import BASELINE_DEFAULTS, full_param_loop, register
 from hdsu_core.models import answer_nll
 
@@ -19,4 +20,5 @@ class GradDiff:
                 ids, att, labels = ctx.batch(rb)
                 out = out + s["retain_weight"] * answer_nll(ctx.model, ids, att, labels).mean()
             return out
+
         return full_param_loop(ctx, loss, s)

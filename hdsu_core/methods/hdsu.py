@@ -30,6 +30,7 @@
 Stops with the harness rule: forget loss reaches the non-member loss level and forget MCQ
 accuracy the non-members' accuracy (see base.StopRule).
 """
+
 from __future__ import annotations
 
 import re
@@ -38,15 +39,24 @@ import time
 import torch
 
 from hdsu_core.methods.base import STOP_MCQ_DEFAULT, Cancelled, StopRule, item_answer_losses, register  # noqa: F401
-from hdsu_core.models import (Encoded, answer_logits, answer_nll, answer_nll_from_logp, collate,
-                              option_cross_entropy, option_margins, token_logprobs)
+from hdsu_core.models import (
+    Encoded,
+    answer_logits,
+    answer_nll,
+    answer_nll_from_logp,
+    collate,
+    option_cross_entropy,
+    option_margins,
+    token_logprobs,
+)
 from hdsu_core.tagging import TermIndex
 
 ROLE_PUSH = {"answer": 1.0, "target": None, "answer_shared": None, "preserve": 0.0, "template": 0.0}
 
 
-def token_roles(enc: Encoded, term_index: TermIndex, targeted: set[str],
-                retain_answer_tokens: set[int] | None = None) -> list[str]:
+def token_roles(
+    enc: Encoded, term_index: TermIndex, targeted: set[str], retain_answer_tokens: set[int] | None = None
+) -> list[str]:
     """Role of each token of an encoded QA item (see module docstring). A term shared by a targeted
     and a preserved concept counts as preserved: when in doubt, do not push. Inside the forget
     answer, a preserved term or a token that also occurs in retained answers is ``answer_shared``:
@@ -74,8 +84,9 @@ def token_roles(enc: Encoded, term_index: TermIndex, targeted: set[str],
     return roles
 
 
-def role_weights(roles: list[str], concept_weight: float, shared_answer_weight: float = 0.3
-                 ) -> tuple[list[float], list[float]]:
+def role_weights(
+    roles: list[str], concept_weight: float, shared_answer_weight: float = 0.3
+) -> tuple[list[float], list[float]]:
     """Push and hold weight per token: answer 1, answer_shared ``shared_answer_weight``, target
     ``concept_weight``, preserve and template 0; hold 1 on preserve tokens only."""
     weights = {**ROLE_PUSH, "target": concept_weight, "answer_shared": shared_answer_weight}
@@ -111,7 +122,7 @@ def project_out(g: torch.Tensor, directions: list[torch.Tensor]) -> torch.Tensor
 def _pad(rows: list[list[float]], n: int, device: torch.device | str = "cpu") -> torch.Tensor:
     out = torch.zeros((len(rows), n), device=device)
     for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(r, device=device)
+        out[i, : len(r)] = torch.tensor(r, device=device)
     return out
 
 
@@ -164,7 +175,7 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
     nb, rfb = 0, s["fisher_retain_batch"]
     for b in range(0, len(sample), rfb):
         model.zero_grad(set_to_none=True)
-        ids, att, labels = collate(sample[b:b + rfb], ctx.tok.pad_token_id, ctx.device)
+        ids, att, labels = collate(sample[b : b + rfb], ctx.tok.pad_token_id, ctx.device)
         answer_nll(model, ids, att, labels).mean().backward()
         for n, p in params:
             if p.grad is not None:
@@ -191,19 +202,25 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
     nb = 0
     for b in range(0, len(fisher_rows), fb):
         model.zero_grad(set_to_none=True)
-        push_loss(torch.tensor(fisher_rows[b:b + fb], device=ctx.device)).backward()
+        push_loss(torch.tensor(fisher_rows[b : b + fb], device=ctx.device)).backward()
         item_scores = []
         for n, p in params:
             g2 = p.grad.detach().float() ** 2 if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
             f_forget[n] += g2
             if per_item:
-                item_scores.append((g2 / denom[n]).flatten() if eligible[n] else torch.zeros(p.numel(), device=p.device))
+                item_scores.append(
+                    (g2 / denom[n]).flatten() if eligible[n] else torch.zeros(p.numel(), device=p.device)
+                )
         if per_item:
             chosen.update(torch.topk(torch.cat(item_scores), k_item).indices.tolist())
         nb += 1
     model.zero_grad(set_to_none=True)
-    scores = torch.cat([(f_forget[n] / max(nb, 1) / denom[n]).flatten() if eligible[n]
-                        else torch.zeros(p.numel(), device=p.device) for n, p in params])
+    scores = torch.cat(
+        [
+            (f_forget[n] / max(nb, 1) / denom[n]).flatten() if eligible[n] else torch.zeros(p.numel(), device=p.device)
+            for n, p in params
+        ]
+    )
     del f_forget, denom
     flat_mask = torch.zeros(total, dtype=torch.bool, device=scores.device)
     if chosen:
@@ -219,7 +236,7 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
         flat_mask[torch.topk(scores, rest).indices] = True
     masks, off = {}, 0
     for n, p in params:
-        m = flat_mask[off:off + p.numel()].view_as(p)
+        m = flat_mask[off : off + p.numel()].view_as(p)
         off += p.numel()
         if m.any():
             masks[n] = m
@@ -230,41 +247,43 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
 class HDSU:
     name = "hdsu"
     defaults = {
-        "mask_fraction": 0.001,    # fraction of all weights that may change
-        "damping": 1.0,            # delta = damping * mean(F_retain)
-        "step_norm": 3.0,          # L2 norm of every update (bounded step)
-        "retain_weight": 3.0,      # alpha: weight of the hold gradient in the direction
-        "concept_weight": 0.2,     # push weight of targeted-concept term tokens
-        "kl_weight": 1.0,          # weight of the KL hold on preserve tokens
-        "beta": 0.2,               # NPO temperature of the push loss
-        "fisher_batch": 4,         # micro-batch size for the empirical Fisher
+        "mask_fraction": 0.001,  # fraction of all weights that may change
+        "damping": 1.0,  # delta = damping * mean(F_retain)
+        "step_norm": 3.0,  # L2 norm of every update (bounded step)
+        "retain_weight": 3.0,  # alpha: weight of the hold gradient in the direction
+        "concept_weight": 0.2,  # push weight of targeted-concept term tokens
+        "kl_weight": 1.0,  # weight of the KL hold on preserve tokens
+        "beta": 0.2,  # NPO temperature of the push loss
+        "fisher_batch": 4,  # micro-batch size for the empirical Fisher
         "fisher_forget_items": 1024,  # forget items scored for the Fisher (seeded sample when more)
         "fisher_retain_items": 2000,
-        "forget_batch": 64,        # forget items per update step (all when fewer)
+        "forget_batch": 64,  # forget items per update step (all when fewer)
         "fisher_retain_batch": 16,
-        "mask_params": "",         # regex restricting which weight tensors may be masked ("" = all)
+        "mask_params": "",  # regex restricting which weight tensors may be masked ("" = all)
         "mask_allocation": "per_item",  # "per_item": each forget item first gets its own k/n weights; "global": pooled top-k
         "retain_batch": 128,
-        "retain_kl_weight": 0.0,   # KL to the original model at retain answer positions, added to the retain NLL
-        "hold_at_risk": 0,         # opt-in: this many retain items whose loss rose most join every hold batch
-        "at_risk_margin": 0.1,     # ... when their answer loss rose more than this (nats) above the original
-        "at_risk_pool": 2000,      # retain items watched for that (seeded sample when more)
-        "step_decay": 0.5,         # the step norm is multiplied by this when the calibration AUC crosses stop_auc
-        "min_step_share": 0.1,     # ... down to this share of step_norm
-        "repair_steps": 30,        # retain repair after the target is reached (0 = off)
-        "repair_step_norm": 0.3,   # L2 norm of every repair update
+        "retain_kl_weight": 0.0,  # KL to the original model at retain answer positions, added to the retain NLL
+        "hold_at_risk": 0,  # opt-in: this many retain items whose loss rose most join every hold batch
+        "at_risk_margin": 0.1,  # ... when their answer loss rose more than this (nats) above the original
+        "at_risk_pool": 2000,  # retain items watched for that (seeded sample when more)
+        "step_decay": 0.5,  # the step norm is multiplied by this when the calibration AUC crosses stop_auc
+        "min_step_share": 0.1,  # ... down to this share of step_norm
+        "repair_steps": 30,  # retain repair after the target is reached (0 = off)
+        "repair_step_norm": 0.3,  # L2 norm of every repair update
         "repair_watch_margin": 2.0,  # retained items within this many nats of flipping are watched
-        "settle_steps": 20,        # settle after the repair: pull over-forgotten items back (0 = off) ...
-        "settle_margin": 0.03,     # ... when the calibration AUC is this far below stop_auc ...
-        "settle_step_norm": 0.3,   # ... in steps of this L2 norm, until it is back at stop_auc
-        "max_steps": 300, "check_every": 5, "time_budget_s": 900.0,  # budget: safety net only
-        "stop_auc": 0.5,           # stop when forget-vs-calibration MIA AUC reaches this ...
+        "settle_steps": 20,  # settle after the repair: pull over-forgotten items back (0 = off) ...
+        "settle_margin": 0.03,  # ... when the calibration AUC is this far below stop_auc ...
+        "settle_step_norm": 0.3,  # ... in steps of this L2 norm, until it is back at stop_auc
+        "max_steps": 300,
+        "check_every": 5,
+        "time_budget_s": 900.0,  # budget: safety net only
+        "stop_auc": 0.5,  # stop when forget-vs-calibration MIA AUC reaches this ...
         "stop_mcq": STOP_MCQ_DEFAULT,  # ... and forget MCQ accuracy is no better than the non-members'
-        "focus_level": 0.5,        # item focus: an item is forgotten past this quantile of non-member losses
+        "focus_level": 0.5,  # item focus: an item is forgotten past this quantile of non-member losses
         "shared_answer_weight": 1.0,  # push on answer tokens that also occur in retain answers
-        "forgotten_weight": 0.0,   # item focus: push weight of forget items already forgotten (1 = off)
-        "projection": True,        # ablation switch: geometric constraint on/off
-        "token_level": True,       # ablation switch: concept-aware token weights on/off
+        "forgotten_weight": 0.0,  # item focus: push weight of forget items already forgotten (1 = off)
+        "projection": True,  # ablation switch: geometric constraint on/off
+        "token_level": True,  # ablation switch: concept-aware token weights on/off
     }
 
     def run(self, ctx) -> dict:
@@ -278,8 +297,9 @@ class HDSU:
         index = TermIndex(ctx.hierarchy) if ctx.hierarchy is not None else None
         # Answer tokens that also occur in retained answers carry preserved knowledge: not pushed
         # (or only with shared_answer_weight); the distinctive tokens of a forget answer suffice.
-        retain_answer_tokens = ({i for e in ctx.retain_enc for i in e.ids[e.answer_start:]}
-                                if s["token_level"] else set())
+        retain_answer_tokens = (
+            {i for e in ctx.retain_enc for i in e.ids[e.answer_start :]} if s["token_level"] else set()
+        )
         push_rows, hold_rows = [], []
         role_counts = {"answer": 0, "answer_shared": 0, "target": 0, "preserve": 0, "template": 0}
         for enc in ctx.forget_enc:
@@ -314,8 +334,12 @@ class HDSU:
         # Each step then works on a minibatch of at most ``forget_batch`` forget items (all of them
         # when the set is small), so a step costs the same on 20 or 2,000 forget items.
         with torch.no_grad():
-            lp_ref_f = torch.cat([token_logprobs(ctx.ref_model, ids_f[b:b + 128], att_f[b:b + 128])
-                                  for b in range(0, len(ids_f), 128)])
+            lp_ref_f = torch.cat(
+                [
+                    token_logprobs(ctx.ref_model, ids_f[b : b + 128], att_f[b : b + 128])
+                    for b in range(0, len(ids_f), 128)
+                ]
+            )
         need_kl = s["kl_weight"] > 0 and float(hold_w.sum()) > 0
         w_push_all = push_w[:, 1:]
         w_hold_all = hold_w[:, 1:]
@@ -345,17 +369,18 @@ class HDSU:
         # retained items that share a question template with forget items (on the demo KB: the
         # "which investigation best supports ..." items when anxiety is forgotten); a random batch
         # of 128 of ~330 sees each of them only every few steps.
-        pool = (ctx.rng.sample(ctx.retain_enc, min(s["at_risk_pool"], len(ctx.retain_enc)))
-                if s["hold_at_risk"] > 0 else [])
+        pool = (
+            ctx.rng.sample(ctx.retain_enc, min(s["at_risk_pool"], len(ctx.retain_enc))) if s["hold_at_risk"] > 0 else []
+        )
         pool_ref = torch.tensor(item_answer_losses(ctx.ref_model, ctx.tok, pool)) if pool else None
         at_risk: list = []
-        at_risk_seen = [0]   # the most at-risk items held at once (reported)
+        at_risk_seen = [0]  # the most at-risk items held at once (reported)
 
         def refresh_at_risk() -> None:
             if not pool:
                 return
             rise = torch.tensor(item_answer_losses(model, ctx.tok, pool)) - pool_ref
-            order = torch.argsort(rise, descending=True)[:s["hold_at_risk"]]
+            order = torch.argsort(rise, descending=True)[: s["hold_at_risk"]]
             at_risk[:] = [pool[int(i)] for i in order if float(rise[i]) > s["at_risk_margin"]]
             at_risk_seen[0] = max(at_risk_seen[0], len(at_risk))
 
@@ -370,33 +395,44 @@ class HDSU:
                 return torch.arange(n_forget, device=ctx.device)
             return torch.tensor(sorted(ctx.rng.sample(range(n_forget), s["forget_batch"])), device=ctx.device)
 
-        def flat(grads) -> torch.Tensor:   # float32: projections and norms need the precision
-            return torch.cat([(g[m].float() if g is not None else torch.zeros(int(m.sum()), device=m.device))
-                              for g, (_, _, m) in zip(grads, masked)])
+        def flat(grads) -> torch.Tensor:  # float32: projections and norms need the precision
+            return torch.cat(
+                [
+                    (g[m].float() if g is not None else torch.zeros(int(m.sum()), device=m.device))
+                    for g, (_, _, m) in zip(grads, masked)
+                ]
+            )
 
         def step_grads() -> tuple[torch.Tensor, torch.Tensor]:
             rows = forget_rows()
             width = int(att_f[rows].sum(1).max())  # drop all-padding columns of this minibatch
             ids, att = ids_f[rows, :width], att_f[rows, :width]
-            w_item = w_push_all[rows, :width - 1]
+            w_item = w_push_all[rows, : width - 1]
             w_push = w_item * focus[rows].unsqueeze(1)
-            w_hold = w_hold_all[rows, :width - 1]
+            w_hold = w_hold_all[rows, : width - 1]
             logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
             logp = torch.log_softmax(logits, -1)
             lp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-            push = (2.0 / s["beta"]) * (torch.nn.functional.softplus(s["beta"] * (lp - lp_ref_f[rows, :width - 1]))
-                                         * w_push).sum() / w_item.sum().clamp_min(1e-6)
+            push = (
+                (2.0 / s["beta"])
+                * (torch.nn.functional.softplus(s["beta"] * (lp - lp_ref_f[rows, : width - 1])) * w_push).sum()
+                / w_item.sum().clamp_min(1e-6)
+            )
             hold = torch.zeros((), device=ctx.device)
             if need_kl and float(w_hold.sum()) > 0:
                 with torch.no_grad():
-                    logq = torch.log_softmax(ctx.ref_model(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1)
+                    logq = torch.log_softmax(
+                        ctx.ref_model(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1
+                    )
                 kl = (logq.exp() * (logq - logp)).sum(-1)
                 hold = hold + s["kl_weight"] * (kl * w_hold).sum() / w_hold.sum().clamp_min(1.0)
             rb = hold_batch()
             if rb:
                 r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id, ctx.device)
                 if s["retain_kl_weight"] > 0:
-                    hold = hold + retain_hold_with_kl(model, ctx.ref_model, r_ids, r_att, r_labels, s["retain_kl_weight"])
+                    hold = hold + retain_hold_with_kl(
+                        model, ctx.ref_model, r_ids, r_att, r_labels, s["retain_kl_weight"]
+                    )
                 else:
                     hold = hold + answer_nll(model, r_ids, r_att, r_labels).mean()
             g_f = flat(torch.autograd.grad(push, masked_params, retain_graph=True, allow_unused=True))
@@ -417,7 +453,7 @@ class HDSU:
                 off = 0
                 for _, p, m in masked:
                     c = int(m.sum())
-                    p[m] -= upd[off:off + c].to(p.dtype)
+                    p[m] -= upd[off : off + c].to(p.dtype)
                     off += c
             return True
 
@@ -454,8 +490,12 @@ class HDSU:
             def damaged_now() -> list:
                 return [it for it, m in zip(watch, option_margins(model, ctx.tok, watch, ctx.max_len)) if m <= 0]
 
-            info = {"repair_damaged_before": len(damaged), "repair_damaged_after": len(damaged),
-                    "repair_steps": 0, "repair_reverted": False}
+            info = {
+                "repair_damaged_before": len(damaged),
+                "repair_damaged_after": len(damaged),
+                "repair_steps": 0,
+                "repair_reverted": False,
+            }
             if not damaged:
                 return info
             # A repair state is kept only if the forget side is no worse than the stop rule asks or
@@ -465,17 +505,19 @@ class HDSU:
                 stop.check(step)
             auc0, facc0 = stop.last_auc, stop.last_forget_acc
 
-            def forget_side_ok() -> bool:   # (reaching the target implies both conditions)
+            def forget_side_ok() -> bool:  # (reaching the target implies both conditions)
                 stop.check(step + r)
                 auc_ok = stop.last_auc <= max(s["stop_auc"], auc0)
                 mcq_ok = facc0 is None or stop.last_forget_acc <= max(stop.last_calib_acc, facc0)
                 return auc_ok and mcq_ok
 
             good = snapshot()
+
             # Guard losses on at most 256 forget / calibration items (a seeded sample when more), so
             # a repair step costs the same on 20 or 2,000 forget items.
             def capped(items: list, n: int) -> list:
                 return items if len(items) <= n else ctx.rng.sample(items, n)
+
             f_ids, f_att, f_labels = collate(capped(ctx.forget_enc, 256), ctx.tok.pad_token_id, ctx.device)
             c_ids, c_att, c_labels = collate(capped(ctx.calib_enc, 256), ctx.tok.pad_token_id, ctx.device)
             model.train()
@@ -492,8 +534,10 @@ class HDSU:
                 # Hold the mean answer loss of the forget items and of the calibration non-members
                 # fixed to first order: the forget items must not come back, and the non-members
                 # must not get easier either (both would move the membership AUC).
-                guards = [flat(torch.autograd.grad(answer_nll(model, i, a, lab).mean(), masked_params, allow_unused=True))
-                          for i, a, lab in ((f_ids, f_att, f_labels), (c_ids, c_att, c_labels))]
+                guards = [
+                    flat(torch.autograd.grad(answer_nll(model, i, a, lab).mean(), masked_params, allow_unused=True))
+                    for i, a, lab in ((f_ids, f_att, f_labels), (c_ids, c_att, c_labels))
+                ]
                 if not apply(project_out(g, guards), s["repair_step_norm"]):
                     break
                 r += 1
@@ -507,7 +551,7 @@ class HDSU:
                 model.train()
                 if not damaged:
                     break
-            if info["repair_steps"] != r:   # the last step broke the forget target: back to the last good state
+            if info["repair_steps"] != r:  # the last step broke the forget target: back to the last good state
                 restore(good)
                 info["repair_reverted"] = True
                 model.eval()
@@ -539,13 +583,22 @@ class HDSU:
                     break
                 model.train()
                 f_ids, f_att, f_labels = collate(over[:256], ctx.tok.pad_token_id, ctx.device)
-                g = flat(torch.autograd.grad(answer_nll(model, f_ids, f_att, f_labels).mean(), masked_params,
-                                             allow_unused=True))
+                g = flat(
+                    torch.autograd.grad(
+                        answer_nll(model, f_ids, f_att, f_labels).mean(), masked_params, allow_unused=True
+                    )
+                )
                 rb = ctx.retain_batch(s["retain_batch"])
                 if rb:
                     r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id, ctx.device)
-                    g = project_conflicting(g, flat(torch.autograd.grad(
-                        answer_nll(model, r_ids, r_att, r_labels).mean(), masked_params, allow_unused=True)))
+                    g = project_conflicting(
+                        g,
+                        flat(
+                            torch.autograd.grad(
+                                answer_nll(model, r_ids, r_att, r_labels).mean(), masked_params, allow_unused=True
+                            )
+                        ),
+                    )
                 model.eval()
                 if not apply(g, s["settle_step_norm"]):
                     break
@@ -564,7 +617,7 @@ class HDSU:
         # ---- constrained updates ---------------------------------------------------------------
         stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s["stop_auc"], s["stop_mcq"])
         step, conflicts = 0, 0
-        step_norm, last_side = s["step_norm"], None   # current step norm (damped), AUC side at the last check
+        step_norm, last_side = s["step_norm"], None  # current step norm (damped), AUC side at the last check
         repair = {"repair_steps": 0}
         model.train()
         try:
@@ -591,7 +644,12 @@ class HDSU:
                     stop.reason = "zero_gradient"
                     break
                 step += 1
-            if s["repair_steps"] > 0 and stop.reason in ("reached_target", "max_steps") and ctx.retain and ctx.calib_enc:
+            if (
+                s["repair_steps"] > 0
+                and stop.reason in ("reached_target", "max_steps")
+                and ctx.retain
+                and ctx.calib_enc
+            ):
                 repair = repair_retain(step)
             if s["settle_steps"] > 0 and stop.reason in ("reached_target", "max_steps") and ctx.calib_enc:
                 repair = {**repair, **settle_forget(step + repair["repair_steps"])}
@@ -600,8 +658,20 @@ class HDSU:
                 p.requires_grad_(True)
         model.zero_grad(set_to_none=True)
         model.eval()
-        return {"steps": step, "stopped": stop.reason, "forget_loss": stop.last_forget_loss,
-                "target_loss": ctx.target_loss, "calibration_auc": stop.last_auc,
-                "stop_forget_mcq_acc": stop.last_forget_acc, "stop_calib_mcq_acc": stop.last_calib_acc, "mask_size": k, "mask_fraction": k / total,
-                "mask_by_param": mask_by_param, "conflicting_steps": conflicts, "at_risk_held_max": at_risk_seen[0], **repair, "token_roles": role_counts,
-                "method_seconds": round(time.time() - t0, 2)}
+        return {
+            "steps": step,
+            "stopped": stop.reason,
+            "forget_loss": stop.last_forget_loss,
+            "target_loss": ctx.target_loss,
+            "calibration_auc": stop.last_auc,
+            "stop_forget_mcq_acc": stop.last_forget_acc,
+            "stop_calib_mcq_acc": stop.last_calib_acc,
+            "mask_size": k,
+            "mask_fraction": k / total,
+            "mask_by_param": mask_by_param,
+            "conflicting_steps": conflicts,
+            "at_risk_held_max": at_risk_seen[0],
+            **repair,
+            "token_roles": role_counts,
+            "method_seconds": round(time.time() - t0, 2),
+        }

@@ -1,6 +1,6 @@
 """NPO baseline (Zhang et al. 2024) with a retain NLL term, on all parameters."""
-from hdsu_core.methods.base import (BASELINE_DEFAULTS, answer_weights, full_param_loop, npo_loss,
-                                    register)
+
+from hdsu_core.methods.base import BASELINE_DEFAULTS, answer_weights, full_param_loop, npo_loss, register
 from hdsu_core.models import answer_nll
 
 
@@ -20,4 +20,5 @@ class NPO:
                 ids, att, labels = ctx.batch(rb)
                 out = out + s["retain_weight"] * answer_nll(ctx.model, ids, att, labels).mean()
             return out
+
         return full_param_loop(ctx, loss, s)
