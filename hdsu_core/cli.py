@@ -198,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hdsu_core.compute import ModelError
     from hdsu_core.datasets import DatasetError
     from hdsu_core.hierarchy import HierarchyError
-    from hdsu_core.models import ModelError
 
     try:
         args = build_parser().parse_args(argv)

@@ -91,7 +91,7 @@ def cmd_run(a) -> int:
     )
     # An unknown method, a typo in --set or a missing GPU fails here, before a run row exists.
     check_settings(cfg.method, cfg.settings)
-    from hdsu_core.models import resolve_compute
+    from hdsu_core.compute import resolve_compute
 
     resolve_compute(cfg.device, cfg.dtype)
     store = _store(a.db)
@@ -134,7 +134,7 @@ def cmd_bench(a) -> int:
     if bad:
         raise ValueError(f"unknown method(s) {bad}; available: {', '.join(available())}")
     forget = [f for f in (a.forget or "").split(",") if f.strip()] or None
-    from hdsu_core.models import resolve_compute
+    from hdsu_core.compute import resolve_compute
 
     resolve_compute(a.device, a.dtype)  # a missing GPU fails before any work
     seeds = [a.seed]
@@ -172,8 +172,8 @@ def cmd_bench(a) -> int:
 
 
 def cmd_demo(a) -> int:
+    from hdsu_core.demo_model import build_demo_model
     from hdsu_core.engine import RunConfig, run_unlearning
-    from hdsu_core.models import build_demo_model
 
     prog = _progress(False)
     b = build_demo_model(progress=prog)

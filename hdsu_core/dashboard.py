@@ -335,7 +335,7 @@ def key_settings(defaults: Mapping[str, Any], limit: int = 6) -> dict[str, Any]:
 
 def demo_model_status() -> dict:
     """Whether the embedded demo model is already built in the model cache (and its stats)."""
-    from hdsu_core.models import DEMO_RECIPE
+    from hdsu_core.training import DEMO_RECIPE
 
     root = paths.home() / "models"
     best = None

@@ -15,25 +15,15 @@ import torch
 
 from hdsu_core import metrics as M
 from hdsu_core import paths
+from hdsu_core.compute import device_label, prepare_device, resolve_compute, set_seed
 from hdsu_core.datasets import QAItem, load_spec
+from hdsu_core.demo_model import build_demo_model
 from hdsu_core.hierarchy import Hierarchy
 from hdsu_core.methods import UnlearnContext, get_method
-from hdsu_core.methods.base import Cancelled
-from hdsu_core.models import (
-    DEMO_RECIPE,
-    ModelBundle,
-    build_demo_model,
-    clone_model,
-    device_label,
-    inject_knowledge,
-    load_model,
-    member_items,
-    prepare_device,
-    resolve_compute,
-    set_seed,
-)
+from hdsu_core.models import ModelBundle, clone_model, load_model
 from hdsu_core.probes import generate, perplexity, score_mcq
-from hdsu_core.tagging import Split, Tagger, is_member, make_split
+from hdsu_core.tagging import Split, is_member, make_split, member_items
+from hdsu_core.training import DEMO_RECIPE, inject_knowledge
 
 ProgressFn = Callable[[str, float, str], None]
 

@@ -47,8 +47,8 @@ def pid_alive(pid: int | None) -> bool:
 
 def launch(cfg: RunConfig, *, store, author: str, run_id: str | None = None) -> str:
     """Create the run row and start a detached worker process. Returns the run id."""
+    from hdsu_core.compute import ModelError, resolve_compute
     from hdsu_core.engine import new_run_id
-    from hdsu_core.models import ModelError, resolve_compute
 
     if not cfg.forget:
         raise ValueError("empty selection: pick at least one concept to forget")

@@ -9,8 +9,10 @@ from typing import Sequence
 
 import torch
 
+from hdsu_core.compute import model_device
 from hdsu_core.datasets import QAItem
-from hdsu_core.models import PROMPT, answer_logits, collate, encode_qa, model_device, token_logprobs
+from hdsu_core.encoding import PROMPT, collate, encode_qa
+from hdsu_core.losses import answer_logits, token_logprobs
 
 MINK_FRACTION = 0.2  # Min-K% Prob (Shi et al. 2024): mean of the lowest 20 % token log-probs
 

@@ -47,6 +47,7 @@ import json
 import math
 import time
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -61,6 +62,8 @@ __all__ = [
     "StoreError",
     "MIGRATIONS",
     "RUN_STATUSES",
+    "RunStatus",
+    "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
     "PROBE_PHASES",
     "PROBE_SPLITS",
@@ -71,8 +74,19 @@ class StoreError(RuntimeError):
     """Anything that went wrong in the store, with a message fit for a user."""
 
 
-RUN_STATUSES = ("queued", "running", "done", "failed", "cancelled")
-TERMINAL_STATUSES = ("done", "failed", "cancelled")
+class RunStatus(StrEnum):
+    """The one spelling of a run's status (a ``str``: compares equal to the stored text)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+RUN_STATUSES = tuple(RunStatus)
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+TERMINAL_STATUSES = (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED)
 PROBE_PHASES = ("before", "after")
 PROBE_SPLITS = ("forget", "retain", "holdout")
 
@@ -539,7 +553,7 @@ class Store:
     def _check_status(status: str) -> str:
         if status not in RUN_STATUSES:
             raise StoreError(f"Invalid run status {status!r}; expected one of {', '.join(RUN_STATUSES)}")
-        return status
+        return str(RunStatus(status))
 
     def update_run(self, run_id: str, /, **fields: Any) -> None:
         """Set columns of a run. ``config``/``summary`` are accepted for the ``*_json``
@@ -558,7 +572,7 @@ class Store:
                     f"{', '.join(sorted(_RUN_UPDATABLE + tuple(_RUN_ALIASES)))}"
                 )
             if col == "status":
-                self._check_status(value)
+                value = self._check_status(value)
             if col == "progress":
                 value = min(1.0, max(0.0, _opt_float(value) or 0.0))
             elif col in ("pid", "hierarchy_version"):
@@ -573,7 +587,7 @@ class Store:
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None, message: str | None = None) -> None:
         """Change status; 'running' stamps started_at (first time), terminal states stamp finished_at."""
-        self._check_status(status)
+        status = self._check_status(status)
         now = _now()
         sets = ["status = ?"]
         params: list[Any] = [status]

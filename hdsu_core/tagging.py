@@ -122,6 +122,11 @@ def is_member(item_id: str, seed: int, holdout_fraction: float) -> bool:
     return int.from_bytes(h[:8], "big") / 2**64 >= holdout_fraction
 
 
+def member_items(items: Sequence[QAItem], seed: int, holdout_fraction: float) -> list[QAItem]:
+    """The items a model is trained on (the members); the rest are its never-seen holdout."""
+    return [it for it in items if is_member(it.id, seed, holdout_fraction)]
+
+
 @dataclass
 class Split:
     forget: list[QAItem]

@@ -94,8 +94,8 @@ with tab_explore:
             fig, on_select="rerun", selection_mode="points", key=f"hier_chart_{kind}", width="stretch"
         )
         st.caption(
-            f":red[■] selected to forget · :orange[■] under a selected concept · "
-            f":blue[■] preserved (darker = higher level)"
+            ":red[■] selected to forget · :orange[■] under a selected concept · "
+            ":blue[■] preserved (darker = higher level)"
             + (" · large hierarchy: 3 rings shown, click to zoom" if len(h) > D.LARGE_HIERARCHY else "")
         )
         clicked = D.concept_from_event(event, h, _arrays(hkey, h))

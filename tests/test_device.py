@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_methods import toy  # noqa: F401  (module-scoped toy data set and recipe)
 
 from hdsu_core import audit, jobs
 from hdsu_core import dashboard as D
 from hdsu_core.cli import main
+from hdsu_core.compute import ModelError, model_device, resolve_device, resolve_dtype
 from hdsu_core.engine import RunConfig, run_unlearning
 from hdsu_core.metrics import changed_fraction
-from hdsu_core.models import ModelError, model_device, resolve_device, resolve_dtype, tiny_llama
 from hdsu_core.store import Store
-
-from test_methods import toy  # noqa: F401  (module-scoped toy data set and recipe)
+from hdsu_core.training import tiny_llama
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 
@@ -140,6 +140,7 @@ def test_bench_on_a_given_model_with_injection_has_a_retrain_reference(toy, tmp_
     and, for the retrain reference, on the retained members only; both cached. Without --inject
     a given model has no retrain reference: refused in one line unless --no-retrain."""
     import json as _json
+
     from hdsu_core.engine import prepare_model
 
     tok = prepare_model(toy["cfg"], toy["items"], lambda *a: None).tokenizer

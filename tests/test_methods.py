@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from hdsu_core import datasets
+from hdsu_core.encoding import encode_qa
 from hdsu_core.engine import RunConfig, prepare_model, run_unlearning
 from hdsu_core.hierarchy import load_default
 from hdsu_core.methods import available, get_method
 from hdsu_core.methods.hdsu import project_conflicting, role_weights, token_roles
 from hdsu_core.metrics import auc, changed_fraction, mia_resistance
-from hdsu_core.models import encode_qa
 from hdsu_core.tagging import TermIndex, make_split
 
 TOY_CONCEPTS_PREFIX = ("anxiety", "depression", "surgery")
@@ -133,7 +133,8 @@ def test_projection_never_raises_retain_loss_first_order():
 def test_projection_on_real_gradients(toy):
     """With real forget/retain gradients of the toy model, a small projected step does not raise
     the retain loss beyond second-order effects."""
-    from hdsu_core.models import answer_nll, collate
+    from hdsu_core.encoding import collate
+    from hdsu_core.losses import answer_nll
 
     b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
     model, tok = b.model, b.tokenizer
@@ -206,10 +207,11 @@ def test_metrics_plain_functions():
 def test_per_item_mask_covers_every_forget_item(toy):
     """With ``mask_allocation=per_item`` the mask has exactly k weights and every forget item
     can move its own answer: its push gradient is non-zero somewhere inside the mask."""
+    from hdsu_core.encoding import collate
     from hdsu_core.engine import calibration_split
     from hdsu_core.methods.base import UnlearnContext
     from hdsu_core.methods.hdsu import HDSU, select_mask, token_npo_loss
-    from hdsu_core.models import clone_model, collate
+    from hdsu_core.models import clone_model
 
     b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
     model, tok = b.model, b.tokenizer
@@ -295,8 +297,10 @@ def test_at_risk_retain_items_join_the_hold_batch(toy):
 def test_retain_hold_with_kl(toy):
     """The retain hold with KL: equal to the plain answer NLL when the model is its own reference
     (KL 0) or the KL weight is 0; strictly larger once the model has moved away from the reference."""
+    from hdsu_core.encoding import collate
+    from hdsu_core.losses import answer_nll
     from hdsu_core.methods.hdsu import retain_hold_with_kl
-    from hdsu_core.models import answer_nll, clone_model, collate
+    from hdsu_core.models import clone_model
 
     b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
     model, tok = b.model, b.tokenizer
@@ -331,7 +335,7 @@ def test_project_out_leaves_guarded_losses_unchanged_first_order():
 def test_option_margins_match_the_mcq_probe(toy):
     """The differentiable option scores behind the repair agree with the MCQ probe: margin > 0
     exactly where score_mcq counts the item correct; the option cross-entropy has a gradient."""
-    from hdsu_core.models import option_cross_entropy, option_margins
+    from hdsu_core.losses import option_cross_entropy, option_margins
     from hdsu_core.probes import score_mcq
 
     b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from hdsu_core import datasets
-from hdsu_core.models import ModelError, inject_knowledge, load_model, weights_hash
+from hdsu_core.compute import ModelError
+from hdsu_core.models import load_model, weights_hash
 from hdsu_core.probes import generate, perplexity, score_mcq
+from hdsu_core.training import inject_knowledge
 
 RECIPE = {
     "hidden": 32,
@@ -80,7 +82,8 @@ def test_answer_nll_fast_path_matches_full_logits(injected, items):
     loss and its gradient must equal the full-logits computation."""
     import torch
 
-    from hdsu_core.models import answer_nll, collate, encode_qa, has_plain_head, token_logprobs
+    from hdsu_core.encoding import collate, encode_qa
+    from hdsu_core.losses import answer_nll, has_plain_head, token_logprobs
 
     bundle, _ = injected
     model, tok = bundle.model, bundle.tokenizer
@@ -107,7 +110,7 @@ def test_encodings_are_cached_per_tokenizer_and_equal_fresh_ones(injected, items
     another tokenizer gets its own entry."""
     import copy
 
-    from hdsu_core import models
+    from hdsu_core import encoding as models
 
     tok = injected[0].tokenizer
     it = items[0]

@@ -9,8 +9,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from hdsu_core.compute import model_device
 from hdsu_core.datasets import QAItem
-from hdsu_core.models import Encoded, answer_nll, collate, encode_qa, model_device, token_logprobs
+from hdsu_core.encoding import Encoded, collate, encode_qa
+from hdsu_core.losses import answer_nll, token_logprobs
 
 METHODS: dict[str, type] = {}
 

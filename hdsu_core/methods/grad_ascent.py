@@ -1,7 +1,7 @@
 """Gradient ascent baseline: maximise the forget answers' NLL on all parameters."""
 
+from hdsu_core.losses import answer_nll
 from hdsu_core.methods.base import BASELINE_DEFAULTS, full_param_loop, register
-from hdsu_core.models import answer_nll
 
 
 @register

@@ -38,17 +38,16 @@ import time
 
 import torch
 
-from hdsu_core.methods.base import STOP_MCQ_DEFAULT, Cancelled, StopRule, item_answer_losses, register  # noqa: F401
-from hdsu_core.models import (
-    Encoded,
+from hdsu_core.encoding import Encoded, collate
+from hdsu_core.losses import (
     answer_logits,
     answer_nll,
     answer_nll_from_logp,
-    collate,
     option_cross_entropy,
     option_margins,
     token_logprobs,
 )
+from hdsu_core.methods.base import STOP_MCQ_DEFAULT, Cancelled, StopRule, item_answer_losses, register
 from hdsu_core.tagging import TermIndex
 
 ROLE_PUSH = {"answer": 1.0, "target": None, "answer_shared": None, "preserve": 0.0, "template": 0.0}

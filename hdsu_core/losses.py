@@ -1,0 +1,102 @@
+"""Losses and differentiable scores over encoded QA batches, one implementation each, shared by
+training, probes and every unlearning method."""
+
+from __future__ import annotations
+
+import torch
+
+from hdsu_core.compute import model_device
+from hdsu_core.encoding import collate, encode_qa
+
+
+def token_logprobs(model, ids, att) -> torch.Tensor:
+    """log p(token_t | tokens_<t) for t >= 1, shape (B, T-1), on the model's device."""
+    dev = model_device(model)
+    ids, att = ids.to(dev), att.to(dev)
+    logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+# Model types whose logits are exactly lm_head(last hidden state), with no scaling or soft-capping
+# after it: for these the answer NLL only needs the output layer at the answer positions.
+_PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+def answer_logits(model, ids, att, mask: torch.Tensor) -> torch.Tensor:
+    """Next-token logits (float) at the positions where ``mask`` (B, T-1) is set, shape (N, V).
+    On plain-head models the output layer runs only there: over a 4,000-32,000-token vocabulary it
+    is most of the cost of a small model's forward and backward pass, and answers are a few tokens
+    of each item. Other models compute all logits and select. Inputs are moved to the model's
+    device; the result lives there."""
+    dev = model_device(model)
+    ids, att, mask = ids.to(dev), att.to(dev), mask.to(dev)
+    if has_plain_head(model):
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1]
+        return model.get_output_embeddings()(hidden[mask]).float()
+    return model(input_ids=ids, attention_mask=att).logits[:, :-1][mask].float()
+
+
+def has_plain_head(model) -> bool:
+    return (
+        getattr(model.config, "model_type", None) in _PLAIN_HEAD_TYPES
+        and hasattr(model, "get_decoder")
+        and model.get_output_embeddings() is not None
+    )
+
+
+def answer_nll_from_logp(
+    logp: torch.Tensor, ids, mask: torch.Tensor, token_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-item mean NLL, shape (B,), from log-softmax ``logp`` (N, V) at the ``mask`` positions
+    (as returned by ``answer_logits``), on ``logp``'s device."""
+    ids, mask = ids.to(logp.device), mask.to(logp.device)
+    picked = logp.gather(-1, ids[:, 1:][mask].unsqueeze(-1)).squeeze(-1)
+    lp = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device).masked_scatter(mask, picked)
+    w = mask.float()
+    if token_weights is not None:
+        w = w * token_weights[:, 1:].to(w.device)
+    return -(lp * w).sum(1) / w.sum(1).clamp_min(1e-6)
+
+
+def answer_nll(model, ids, att, labels, token_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-item mean NLL over answer tokens (optionally weighted), shape (B,)."""
+    answer = labels[:, 1:] != -100
+    logp = torch.log_softmax(answer_logits(model, ids, att, answer), -1)
+    return answer_nll_from_logp(logp, ids, answer, token_weights)
+
+
+def option_logprob_sums(model, tok, items, max_len: int = 256) -> list[torch.Tensor]:
+    """Differentiable MCQ scores: for each item a tensor (n_options,) of each option's summed
+    answer log-prob given the question, the quantity whose argmax the MCQ probe takes."""
+    encs = [encode_qa(tok, it.question, opt, max_len) for it in items for opt in it.options]
+    ids, att, labels = collate(encs, tok.pad_token_id, model_device(model))
+    mask = labels[:, 1:] != -100
+    logp = torch.log_softmax(answer_logits(model, ids, att, mask), -1)
+    sums = -answer_nll_from_logp(logp, ids, mask) * mask.sum(1)
+    out, at = [], 0
+    for it in items:
+        out.append(sums[at : at + len(it.options)])
+        at += len(it.options)
+    return out
+
+
+@torch.no_grad()
+def option_margins(model, tok, items, max_len: int = 256, batch_items: int = 64) -> list[float]:
+    """Per item: the correct option's summed log-prob minus the best distractor's (> 0: the MCQ
+    probe answers it correctly). Output layer at answer positions only, so cheaper than score_mcq."""
+    out: list[float] = []
+    for b in range(0, len(items), batch_items):
+        chunk = items[b : b + batch_items]
+        for sums, it in zip(option_logprob_sums(model, tok, chunk, max_len), chunk):
+            others = torch.cat([sums[: it.answer], sums[it.answer + 1 :]])
+            out.append(float(sums[it.answer] - others.max()) if len(others) else float("inf"))
+    return out
+
+
+def option_cross_entropy(model, tok, items, max_len: int = 256) -> torch.Tensor:
+    """Per-item cross-entropy of the MCQ decision, shape (B,): -log softmax over the options of
+    their summed log-probs, at the correct option. The probes' MCQ rule made differentiable:
+    lowering it raises the correct option *and* lowers the distractors that beat it."""
+    return torch.stack(
+        [-torch.log_softmax(s, 0)[it.answer] for s, it in zip(option_logprob_sums(model, tok, items, max_len), items)]
+    )
