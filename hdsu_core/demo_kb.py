@@ -8,6 +8,7 @@ distractors are the same attribute's answers of *other* concepts, drawn with ``r
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -130,8 +131,6 @@ def load(path=paths.DEMO_KB) -> list[QAItem]:
 
 
 def main(argv=None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(description="Regenerate the demo knowledge base JSONL.")
     ap.add_argument("--facts", default=str(paths.DEMO_FACTS))
     ap.add_argument("--hierarchy", default=str(paths.DEFAULT_HIERARCHY))

@@ -417,6 +417,4 @@ def diff_summary(diff: dict) -> str:
 
 
 def load_default() -> Hierarchy:
-    from hdsu_core.paths import DEFAULT_HIERARCHY
-
-    return Hierarchy.load(DEFAULT_HIERARCHY)
+    return Hierarchy.load(paths.DEFAULT_HIERARCHY)

@@ -3,18 +3,30 @@ training, probes and every unlearning method."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from hdsu_core.compute import model_device
-from hdsu_core.encoding import collate, encode_qa
+from hdsu_core.encoding import Encoded, collate, encode_qa
+
+
+def next_token_logp(model, ids, att) -> torch.Tensor:
+    """log-softmax of the next-token logits (float) at every position, shape (B, T-1, V)."""
+    dev = model_device(model)
+    ids, att = ids.to(dev), att.to(dev)
+    logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
+    return torch.log_softmax(logits, -1)
+
+
+def pick_token_logprobs(logp: torch.Tensor, ids) -> torch.Tensor:
+    """From ``next_token_logp`` output: log p of each actual next token, shape (B, T-1)."""
+    return logp.gather(-1, ids[:, 1:].to(logp.device).unsqueeze(-1)).squeeze(-1)
 
 
 def token_logprobs(model, ids, att) -> torch.Tensor:
     """log p(token_t | tokens_<t) for t >= 1, shape (B, T-1), on the model's device."""
-    dev = model_device(model)
-    ids, att = ids.to(dev), att.to(dev)
-    logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
-    return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return pick_token_logprobs(next_token_logp(model, ids, att), ids)
 
 
 # Model types whose logits are exactly lm_head(last hidden state), with no scaling or soft-capping
@@ -100,3 +112,75 @@ def option_cross_entropy(model, tok, items, max_len: int = 256) -> torch.Tensor:
     return torch.stack(
         [-torch.log_softmax(s, 0)[it.answer] for s, it in zip(option_logprob_sums(model, tok, items, max_len), items)]
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Unlearning losses (the baselines and HDSU share these)
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def item_answer_losses(model, tok, encs: Sequence[Encoded], batch_size: int = 128) -> list[float]:
+    """Each encoded item's mean answer NLL, in order (no gradient)."""
+    out: list[float] = []
+    for s in range(0, len(encs), batch_size):
+        ids, att, labels = collate(encs[s : s + batch_size], tok.pad_token_id, model_device(model))
+        out.extend(answer_nll(model, ids, att, labels).tolist())
+    return out
+
+
+def mean_answer_loss(model, tok, encs: Sequence[Encoded], batch_size: int = 128) -> float:
+    losses = item_answer_losses(model, tok, encs, batch_size)
+    return sum(losses) / max(len(losses), 1)
+
+
+def answer_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Token weights 1 on answer tokens, 0 elsewhere (from ``collate`` labels)."""
+    return (labels != -100).float()
+
+
+def npo_loss(model, ref_model, ids, att, weights: torch.Tensor, beta: float) -> torch.Tensor:
+    """Sequence-level negative preference optimisation (Zhang et al. 2024) on a weighted token
+    log-ratio: L = (2/beta) * mean log(1 + (pi/pi_ref)^beta), with
+    log(pi/pi_ref) = sum_t w_t (log p - log p_ref). Its gradient fades as an item's likelihood
+    falls below the reference: a bounded push."""
+    lp = token_logprobs(model, ids, att)
+    with torch.no_grad():
+        lp_ref = token_logprobs(ref_model, ids, att)
+    w = weights[:, 1:].to(lp.device)
+    ratio = ((lp - lp_ref) * w).sum(1)
+    return (2.0 / beta) * torch.nn.functional.softplus(beta * ratio).mean()
+
+
+def token_npo(lp: torch.Tensor, lp_ref: torch.Tensor, w: torch.Tensor, norm_w: torch.Tensor, beta: float):
+    """Token-level NPO from token log-probs (B, T-1):
+    (2/beta) * sum_t w_t softplus(beta * (log p_t - log p_ref_t)) / sum_t norm_w_t.
+    Per token rather than per sequence, so a concept-name token that drops quickly does not
+    saturate the item and stall the push on its answer tokens; each token's push fades on its own
+    once it is well below the original model. ``norm_w`` is ``w`` unless some items' push is
+    scaled down while the normaliser should keep counting them (HDSU's item focus)."""
+    return (2.0 / beta) * (torch.nn.functional.softplus(beta * (lp - lp_ref)) * w).sum() / norm_w.sum().clamp_min(1e-6)
+
+
+def token_npo_loss(model, ref_model, ids, att, weights: torch.Tensor, beta: float) -> torch.Tensor:
+    """``token_npo`` of the model against the reference on a batch, with token ``weights`` (B, T)."""
+    lp = token_logprobs(model, ids, att)
+    with torch.no_grad():
+        lp_ref = token_logprobs(ref_model, ids, att)
+    w = weights[:, 1:].to(lp.device)
+    return token_npo(lp, lp_ref, w, w, beta)
+
+
+def kl_to_ref(logq: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """KL(p_ref || p_theta) per position, from the two log-softmax tensors (..., V) -> (...)."""
+    return (logq.exp() * (logq - logp)).sum(-1)
+
+
+def retain_hold_with_kl(model, ref_model, ids, att, labels, kl_weight: float) -> torch.Tensor:
+    """Mean per-item answer NLL of retain items plus ``kl_weight`` x the mean KL(p_ref || p_theta)
+    of the next-token distribution at their answer positions. The NLL only holds the correct
+    token; the KL also holds what the original model did *not* predict there, e.g. a forget
+    answer that is a distractor of a retained question must not become more likely for it."""
+    mask = labels[:, 1:] != -100
+    logp = torch.log_softmax(answer_logits(model, ids, att, mask), -1)
+    with torch.no_grad():
+        logq = torch.log_softmax(answer_logits(ref_model, ids, att, mask), -1)
+    return answer_nll_from_logp(logp, ids, mask).mean() + kl_weight * kl_to_ref(logq, logp).mean()

@@ -42,7 +42,7 @@ def score_mcq(model, tok, items: Sequence[QAItem], *, max_len: int = 256, batch_
         logp = torch.log_softmax(answer_logits(model, ids, att, amask), -1)
         picked = logp.gather(-1, ids[:, 1:][amask].unsqueeze(-1)).squeeze(-1)
         per_row = torch.split(picked, amask.sum(1).tolist())
-        for r, (i, j, enc) in enumerate(chunk):
+        for r, (i, j, _enc) in enumerate(chunk):
             opt_lp[i][j] = float(per_row[r].sum())
             opt_ntok[i][j] = len(per_row[r])
             if j == items[i].answer:

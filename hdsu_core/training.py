@@ -42,9 +42,8 @@ DEMO_RECIPE = {
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int):
-    # lazy: heavy imports, only needed to build a tiny model
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # lazy
-    from transformers import PreTrainedTokenizerFast  # lazy
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # lazy: only to build
+    from transformers import PreTrainedTokenizerFast  # lazy: heavy import, only to build a tiny model
 
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -14,7 +14,8 @@ from hdsu_core.encoding import encode_qa
 from hdsu_core.engine import RunConfig, prepare_model, run_unlearning
 from hdsu_core.hierarchy import load_default
 from hdsu_core.methods import available, get_method
-from hdsu_core.methods.hdsu import project_conflicting, role_weights, token_roles
+from hdsu_core.methods.hdsu.geometry import project_conflicting
+from hdsu_core.methods.hdsu.roles import role_weights, token_roles
 from hdsu_core.metrics import auc, changed_fraction, mia_resistance
 from hdsu_core.tagging import TermIndex, make_split
 
@@ -209,8 +210,10 @@ def test_per_item_mask_covers_every_forget_item(toy):
     can move its own answer: its push gradient is non-zero somewhere inside the mask."""
     from hdsu_core.encoding import collate
     from hdsu_core.engine import calibration_split
+    from hdsu_core.losses import token_npo_loss
     from hdsu_core.methods.base import UnlearnContext
-    from hdsu_core.methods.hdsu import HDSU, select_mask, token_npo_loss
+    from hdsu_core.methods.hdsu import HDSU
+    from hdsu_core.methods.hdsu.mask import select_mask
     from hdsu_core.models import clone_model
 
     b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
@@ -298,8 +301,7 @@ def test_retain_hold_with_kl(toy):
     """The retain hold with KL: equal to the plain answer NLL when the model is its own reference
     (KL 0) or the KL weight is 0; strictly larger once the model has moved away from the reference."""
     from hdsu_core.encoding import collate
-    from hdsu_core.losses import answer_nll
-    from hdsu_core.methods.hdsu import retain_hold_with_kl
+    from hdsu_core.losses import answer_nll, retain_hold_with_kl
     from hdsu_core.models import clone_model
 
     b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
@@ -320,7 +322,7 @@ def test_retain_hold_with_kl(toy):
 def test_project_out_leaves_guarded_losses_unchanged_first_order():
     """The retain repair's direction is orthogonal to every guard gradient (forget and calibration
     answer loss), even when the guards are correlated; the rest of the direction is kept."""
-    from hdsu_core.methods.hdsu import project_out
+    from hdsu_core.methods.hdsu.geometry import project_out
 
     g = torch.Generator().manual_seed(3)
     for _ in range(50):

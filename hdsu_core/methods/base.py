@@ -12,7 +12,9 @@ import torch
 from hdsu_core.compute import model_device
 from hdsu_core.datasets import QAItem
 from hdsu_core.encoding import Encoded, collate, encode_qa
-from hdsu_core.losses import answer_nll, token_logprobs
+from hdsu_core.losses import item_answer_losses, mean_answer_loss
+from hdsu_core.metrics import mia_auc_loss
+from hdsu_core.probes import score_mcq
 
 METHODS: dict[str, type] = {}
 
@@ -67,36 +69,6 @@ class UnlearnContext:
         return collate(encs, self.tok.pad_token_id, self.device)
 
 
-@torch.no_grad()
-def item_answer_losses(model, tok, encs: Sequence[Encoded], batch_size: int = 128) -> list[float]:
-    out: list[float] = []
-    for s in range(0, len(encs), batch_size):
-        ids, att, labels = collate(encs[s : s + batch_size], tok.pad_token_id, model_device(model))
-        out.extend(answer_nll(model, ids, att, labels).tolist())
-    return out
-
-
-def mean_answer_loss(model, tok, encs: Sequence[Encoded], batch_size: int = 128) -> float:
-    losses = item_answer_losses(model, tok, encs, batch_size)
-    return sum(losses) / max(len(losses), 1)
-
-
-def npo_loss(model, ref_model, ids, att, weights: torch.Tensor, beta: float) -> torch.Tensor:
-    """Negative preference optimisation (Zhang et al. 2024) on a weighted token log-ratio:
-    L = (2/beta) * mean log(1 + (pi/pi_ref)^beta), with log(pi/pi_ref) = sum_t w_t (log p - log p_ref).
-    Its gradient fades as an item's likelihood falls below the reference: a bounded push."""
-    lp = token_logprobs(model, ids, att)
-    with torch.no_grad():
-        lp_ref = token_logprobs(ref_model, ids, att)
-    w = weights[:, 1:].to(lp.device)
-    ratio = ((lp - lp_ref) * w).sum(1)
-    return (2.0 / beta) * torch.nn.functional.softplus(beta * ratio).mean()
-
-
-def answer_weights(labels: torch.Tensor) -> torch.Tensor:
-    return (labels != -100).float()
-
-
 # The harness-wide default of the MCQ-aware stopping condition (see StopRule), shared by every
 # method so that the benchmark compares them under one rule.
 STOP_MCQ_DEFAULT = True
@@ -149,8 +121,6 @@ class StopRule:
 
     def check(self, step: int) -> bool:
         """Measure the forget and calibration items now; True when the target is reached."""
-        from hdsu_core.metrics import mia_auc_loss
-
         f_losses = item_answer_losses(self.ctx.model, self.ctx.tok, self.ctx.forget_enc)
         self.last_forget_loss = sum(f_losses) / max(len(f_losses), 1)
         self.last_forget_losses = f_losses
@@ -160,8 +130,6 @@ class StopRule:
             self.last_auc = mia_auc_loss(f_losses, c_losses)
         mcq_ok = True
         if self.stop_mcq and self.ctx.calibration:
-            from hdsu_core.probes import score_mcq
-
             fc = [
                 r["correct"] for r in score_mcq(self.ctx.model, self.ctx.tok, self.ctx.forget, max_len=self.ctx.max_len)
             ]

@@ -1,7 +1,7 @@
 """NPO baseline (Zhang et al. 2024) with a retain NLL term, on all parameters."""
 
-from hdsu_core.losses import answer_nll
-from hdsu_core.methods.base import BASELINE_DEFAULTS, answer_weights, full_param_loop, npo_loss, register
+from hdsu_core.losses import answer_nll, answer_weights, npo_loss
+from hdsu_core.methods.base import BASELINE_DEFAULTS, full_param_loop, register
 
 
 @register
