@@ -228,6 +228,7 @@ def _iter_json_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     if not first:
         raise DatasetError(f"{path}: file is empty")
     if first.lstrip().startswith(("[", "{")):
+        error: json.JSONDecodeError | None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -540,7 +541,7 @@ def _load_mhqa(path: Path, kind: str = "mhqa", *, answer_conflict: str = "skip")
         kind = detected
     elif kind != detected:
         raise DatasetError(f"{path}: asked for {kind} but the columns look like {detected}")
-    option_cols = []
+    option_cols: list[str] = []
     while f"option{len(option_cols) + 1}" in header:
         option_cols.append(f"option{len(option_cols) + 1}")
     if kind == "mhqa_gold":

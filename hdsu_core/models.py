@@ -14,6 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,7 +24,7 @@ from hdsu_core.compute import ModelError
 @dataclass
 class ModelBundle:
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: Any  # a Hugging Face tokenizer (transformers' PreTrainedTokenizerBase)
     name: str
     path: str
     model_hash: str

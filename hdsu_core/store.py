@@ -418,7 +418,7 @@ class Store:
     @staticmethod
     def _current_version(con: duckdb.DuckDBPyConnection) -> int:
         row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        return int(row[0])
+        return int(row[0])  # type: ignore[index]  # an aggregate: always one row
 
     def _migrate(self) -> None:
         known = max(v for v, _ in MIGRATIONS) if MIGRATIONS else 0
@@ -465,7 +465,7 @@ class Store:
         payload = _dumps(hierarchy_json)
         diff_text = _dumps(diff)
         with self._session() as con:
-            parent = con.execute("SELECT max(version_id) FROM hierarchy_versions").fetchone()[0]
+            parent = con.execute("SELECT max(version_id) FROM hierarchy_versions").fetchone()[0]  # type: ignore[index]
             vid = (parent or 0) + 1
             con.execute(
                 "INSERT INTO hierarchy_versions VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -9,7 +9,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from hdsu_core.probes import score_mcq
 from hdsu_core.progress import ProgressFn, no_progress
 
 # The tiny-model recipe of the embedded demo model, and the base of every tiny-model recipe.
-DEMO_RECIPE = {
+DEMO_RECIPE: dict[str, Any] = {
     "hidden": 128,
     "layers": 2,
     "heads": 4,
