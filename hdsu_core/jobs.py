@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
+
 from hdsu_core import paths
 from hdsu_core.compute import ModelError
 from hdsu_core.engine import RunConfig
@@ -109,7 +111,7 @@ def reap(store, grace_s: float = 20.0) -> list[str]:
             continue
         created = r.get("created_at")
         age = _age_s(created, grace_s)
-        pid = None if r.get("pid") is None or r.get("pid") != r.get("pid") else int(r["pid"])
+        pid = None if pd.isna(r.get("pid")) else int(r["pid"])  # None, NaN or pd.NA: no worker recorded
         if pid_alive(pid) or (pid is None and age < grace_s):
             continue
         if r["status"] == RunStatus.QUEUED and age < grace_s:
