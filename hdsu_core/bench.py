@@ -7,7 +7,9 @@ import time
 from typing import Sequence
 
 from hdsu_core.audit import TARGETS as AUDIT_TARGETS
-from hdsu_core.engine import DEFAULT_FORGET, RunConfig, dataset_kind, new_run_id, retrain_reference, run_unlearning
+from hdsu_core.engine import RunConfig, forget_selection, retrain_reference, run_unlearning
+from hdsu_core.lifecycle import create_run, execute_run
+from hdsu_core.progress import ProgressFn, no_progress
 
 KEYS = [
     "forget_acc_before",
@@ -58,11 +60,6 @@ def summarise_seeds(rows: list[dict]) -> list[dict]:
         groups.setdefault((r["dataset"], r["method"]), []).append(r)
     out = []
     for (ds, method), rs in groups.items():
-
-        def mean(k):
-            vals = [r[k] for r in rs if r.get(k) is not None]
-            return sum(vals) / len(vals) if vals else None
-
         checks = [target_checks(r, refs.get((ds, r.get("seed")))) for r in rs]
         targets = {}
         for t in ("forget", "retain", "mia", "changed", "time"):
@@ -75,14 +72,20 @@ def summarise_seeds(rows: list[dict]) -> list[dict]:
                 "seed": "all",
                 "runs": len(rs),
                 "seeds": sorted(r.get("seed") for r in rs),
-                "forget_acc_after": mean("forget_acc_after"),
-                "retain_acc_after": mean("retain_acc_after"),
-                "mia_auc": mean("mia_auc"),
-                "seconds": mean("seconds"),
+                "forget_acc_after": _mean(rs, "forget_acc_after"),
+                "retain_acc_after": _mean(rs, "retain_acc_after"),
+                "mia_auc": _mean(rs, "mia_auc"),
+                "seconds": _mean(rs, "seconds"),
                 "targets": targets,
             }
         )
     return out
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    """Mean of ``key`` over the rows that have it (None when none has)."""
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 def format_summary(summary: list[dict]) -> str:
@@ -134,7 +137,7 @@ def run_bench(
     forget: list[str] | None = None,
     seed: int = 0,
     store=None,
-    progress=lambda p, f, m: None,
+    progress: ProgressFn = no_progress,
     retrain: bool = True,
     limit: int | None = None,
     settings: dict | None = None,
@@ -146,7 +149,7 @@ def run_bench(
     rows = []
     bench_id = time.strftime("b%Y%m%d-%H%M%S") + (f"-s{seed}" if seed else "")
     for ds in datasets:
-        sel = forget or DEFAULT_FORGET.get(dataset_kind(ds), [])
+        sel = forget_selection(forget, ds)
         ds_rows = []
         if retrain:
             progress("bench", 0.0, f"{ds}: retrain reference")
@@ -178,26 +181,15 @@ def run_bench(
                 model=model,
                 inject=inject,
             )
-            run_id = new_run_id()
             if store is not None:
-                store.create_run(
-                    run_id,
-                    author="bench",
-                    method=m,
-                    model=cfg.model,
-                    dataset=ds,
-                    forget_concepts=sel,
-                    config=cfg.to_dict(),
-                    config_hash=cfg.hash(),
-                )
-                store.set_status(run_id, "running")
-            r = run_unlearning(cfg, store=store, run_id=run_id, progress=progress)
-            if store is not None:
-                store.set_status(run_id, "done")
+                run_id = create_run(store, cfg, author="bench")
+                r = execute_run(store, run_id, progress=progress, executor="bench")
+            else:
+                r = run_unlearning(cfg, progress=progress)
             ds_rows.append(
                 {
                     "dataset": ds,
-                    "run_id": run_id,
+                    "run_id": r["run_id"],
                     "method": m,
                     "forget": sel,
                     "seed": seed,

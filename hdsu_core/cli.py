@@ -11,33 +11,20 @@ import json
 import sys
 from pathlib import Path
 
+from hdsu_core import cli_audit, cli_engine, datasets
+from hdsu_core.cli_common import CliError, Parser, emit
+from hdsu_core.datasets import DatasetError
+from hdsu_core.hierarchy import Hierarchy, HierarchyError, validate_data
+from hdsu_core.paths import DEFAULT_HIERARCHY
+from hdsu_core.tagging import make_split
 
-class CliError(Exception):
-    """A user-facing error: one line, exit code 2 (usage) or 1 (failure)."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one clear line instead of usage + message
-        raise CliError(f"{self.prog}: {message}", 2)
-
-
-def _emit(obj, as_json: bool, text: str | None = None) -> None:
-    if as_json:
-        print(json.dumps(obj, indent=2, default=str))
-    else:
-        print(text if text is not None else json.dumps(obj, indent=2, default=str))
+_Parser = Parser  # the old name: tests/test_audit.py imports it from here
 
 
 # ------------------------------------------------------------------------------------------------
 # hierarchy
 # ------------------------------------------------------------------------------------------------
 def cmd_hierarchy_validate(a) -> int:
-    from hdsu_core.hierarchy import validate_data
-
     path = Path(a.path)
     if not path.exists():
         raise CliError(f"hierarchy file not found: {path}")
@@ -55,14 +42,11 @@ def cmd_hierarchy_validate(a) -> int:
 
 
 def cmd_hierarchy_show(a) -> int:
-    from hdsu_core.hierarchy import Hierarchy
-    from hdsu_core.paths import DEFAULT_HIERARCHY
-
     h = Hierarchy.load(a.path or DEFAULT_HIERARCHY)
     counts = h.level_counts()
     info = {"name": h.name, "concepts": len(h), "levels": {str(k): v for k, v in counts.items()}, "roots": h.roots()}
     if a.json:
-        _emit(info, True)
+        emit(info, True)
     else:
         print(f"{h.name}: {len(h)} concepts")
         for cid in h.ordered_ids():
@@ -73,7 +57,7 @@ def cmd_hierarchy_show(a) -> int:
 
 
 def cmd_hierarchy_import(a) -> int:
-    from hdsu_core.icd10 import import_branch
+    from hdsu_core.icd10 import import_branch  # lazy: simple_icd_10_cm takes seconds to import
 
     h = import_branch(a.range)
     h.save(a.out)
@@ -87,8 +71,6 @@ def cmd_hierarchy_import(a) -> int:
 # data
 # ------------------------------------------------------------------------------------------------
 def cmd_data_load(a) -> int:
-    from hdsu_core import datasets
-
     rep = datasets.load(a.kind, a.path)
     by_source: dict[str, int] = {}
     for it in rep.items:
@@ -103,7 +85,7 @@ def cmd_data_load(a) -> int:
         "skipped_rows": [{"row": s.row, "reason": s.reason} for s in rep.skipped[: a.show_skipped]],
     }
     if a.json:
-        _emit(info, True)
+        emit(info, True)
     else:
         print(f"{a.path}: {len(rep.items)} items, {len(rep.skipped)} skipped, {rep.repaired} repaired")
         for s in rep.skipped[: a.show_skipped]:
@@ -112,11 +94,6 @@ def cmd_data_load(a) -> int:
 
 
 def cmd_data_split(a) -> int:
-    from hdsu_core import datasets
-    from hdsu_core.hierarchy import Hierarchy
-    from hdsu_core.paths import DEFAULT_HIERARCHY
-    from hdsu_core.tagging import make_split
-
     h = Hierarchy.load(a.hierarchy or DEFAULT_HIERARCHY)
     items = []
     for spec in a.dataset:
@@ -141,7 +118,7 @@ def cmd_data_split(a) -> int:
         "per_concept": {k: v for k, v in sorted(sp.counts.items())},
     }
     if a.json:
-        _emit(info, True)
+        emit(info, True)
     else:
         print(
             f"forget {info['forget']} ({info['forget_holdout']} holdout)  retain {info['retain']} "
@@ -155,11 +132,11 @@ def cmd_data_split(a) -> int:
 
 # ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hdsu_core", description="HDSU Studio engine")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    p = Parser(prog="hdsu_core", description="HDSU Studio engine")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
 
     hp = sub.add_parser("hierarchy", help="validate, show, import concept hierarchies")
-    hs = hp.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    hs = hp.add_subparsers(dest="sub", required=True, parser_class=Parser)
     x = hs.add_parser("validate")
     x.add_argument("path")
     x.set_defaults(fn=cmd_hierarchy_validate)
@@ -174,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(fn=cmd_hierarchy_import)
 
     dp = sub.add_parser("data", help="load datasets and build splits")
-    ds = dp.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    ds = dp.add_subparsers(dest="sub", required=True, parser_class=Parser)
     x = ds.add_parser("load")
-    x.add_argument("kind", choices=["medmcqa", "mhqa", "mhqa_gold", "mhqa_b", "generic", "demo"])
+    x.add_argument("kind", choices=datasets.KINDS)
     x.add_argument("path", type=Path)
     x.add_argument("--json", action="store_true")
     x.add_argument("--show-skipped", type=int, default=20)
@@ -190,34 +167,34 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true")
     x.set_defaults(fn=cmd_data_split)
 
-    from hdsu_core import cli_audit, cli_engine  # run / bench / demo / worker; audit report
+    cli_engine.register(sub)  # run / bench / demo / worker
 
-    cli_engine.register(sub)
-    cli_audit.register(sub)
+    cli_audit.register(sub)  # audit report
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hdsu_core.compute import ModelError
-    from hdsu_core.datasets import DatasetError
-    from hdsu_core.hierarchy import HierarchyError
-
     try:
         args = build_parser().parse_args(argv)
         return int(args.fn(args) or 0)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
-    except (
-        HierarchyError,
-        DatasetError,
-        ModelError,
-        OSError,
-        ValueError,
-    ) as e:  # OSError: e.g. a directory given as a file
-        msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors printed as one line, without a traceback. OSError: e.g. a directory given as a file.
+    ``ModelError`` lives with torch: when ``hdsu_core.compute`` was never imported, no ModelError
+    can have been raised, so it is looked up rather than imported (keeps torch out of commands
+    such as ``hierarchy validate``)."""
+    compute = sys.modules.get("hdsu_core.compute")
+    return (HierarchyError, DatasetError, OSError, ValueError) + ((compute.ModelError,) if compute else ())

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hdsu_core import audit
+from hdsu_core.cli_common import Parser
+from hdsu_core.hierarchy import Hierarchy
 from hdsu_core.paths import atomic_write_bytes
 
 
 def cmd_audit_report(a) -> int:
-    from hdsu_core import audit
-    from hdsu_core.store import Store
+    from hdsu_core.store import Store  # lazy: duckdb and pandas slow the start of every command
 
     store = Store(a.db)
     if store.get_run(a.run_id) is None:  # before any work, and before the output file exists
         raise ValueError(f"unknown run {a.run_id}")
     hierarchy = None
     if a.hierarchy:
-        from hdsu_core.hierarchy import Hierarchy
-
         hierarchy = Hierarchy.load(a.hierarchy)
     out = Path(a.out) if a.out else Path(f"{a.run_id}.audit.{a.format}")
     if a.format == "pdf":
@@ -35,10 +35,8 @@ def cmd_audit_report(a) -> int:
 
 
 def register(sub) -> None:
-    from hdsu_core.cli import _Parser
-
     ap = sub.add_parser("audit", help="audit reports of runs")
-    asub = ap.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    asub = ap.add_subparsers(dest="sub", required=True, parser_class=Parser)
     x = asub.add_parser("report", help="write the HTML or PDF audit report of one run")
     x.add_argument("run_id")
     x.add_argument("--format", choices=("html", "pdf"), default="html")

@@ -1,22 +1,23 @@
-"""Engine commands of the CLI: run, bench, demo, worker, runs."""
+"""Engine commands of the CLI: run, bench, demo, worker.
+
+The engine modules import torch: they are imported inside the commands that use them, so that
+``python -m hdsu_core hierarchy validate`` (and every other command) starts without it.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from hdsu_core.progress import ProgressFn, no_progress, stderr_progress
 
-def _progress(quiet: bool):
-    def fn(phase: str, frac: float, msg: str) -> None:
-        if not quiet:
-            print(f"[{phase}] {frac * 100:5.1f}% {msg}", file=sys.stderr, flush=True)
 
-    return fn
+def _progress(quiet: bool) -> ProgressFn:
+    return no_progress if quiet else stderr_progress
 
 
 def _store(db):
-    from hdsu_core.store import Store
+    from hdsu_core.store import Store  # lazy: duckdb and pandas slow the start of every command
 
     return Store(db)
 
@@ -73,7 +74,8 @@ def _headline(r: dict) -> dict:
 
 
 def cmd_run(a) -> int:
-    from hdsu_core.engine import RunConfig, check_settings, run_unlearning
+    from hdsu_core.engine import RunConfig  # lazy: torch
+    from hdsu_core.lifecycle import create_run, execute_run  # lazy: torch
 
     forget = [f for f in (a.forget or "").split(",") if f.strip()]
     cfg = RunConfig(
@@ -89,33 +91,11 @@ def cmd_run(a) -> int:
         device=a.device,
         dtype=a.dtype,
     )
-    # An unknown method, a typo in --set or a missing GPU fails here, before a run row exists.
-    check_settings(cfg.method, cfg.settings)
-    from hdsu_core.compute import resolve_compute
-
-    resolve_compute(cfg.device, cfg.dtype)
     store = _store(a.db)
-    from hdsu_core.engine import new_run_id
-
-    run_id = new_run_id()
-    store.create_run(
-        run_id,
-        author=a.author,
-        method=cfg.method,
-        model=cfg.model,
-        dataset=cfg.dataset,
-        forget_concepts=forget,
-        config=cfg.to_dict(),
-        config_hash=cfg.hash(),
-    )
-    store.set_status(run_id, "running")
-    try:
-        r = run_unlearning(cfg, store=store, run_id=run_id, progress=_progress(a.quiet))
-    except Exception as e:
-        store.set_status(run_id, "failed", error=f"{e.__class__.__name__}: {e}")
-        raise
-    store.set_status(run_id, "done")
-    store.log_event(a.author, "run_done", run_id, {"via": "cli"})
+    # An unknown method, a typo in --set or a missing GPU fails in create_run, before a run row
+    # exists; a failure after that marks the row failed and reaches cli.main as one error line.
+    run_id = create_run(store, cfg, author=a.author)
+    r = execute_run(store, run_id, progress=_progress(a.quiet), executor="cli")
     out = _headline(r)
     if a.json:
         print(json.dumps(out, indent=2, default=str))
@@ -126,16 +106,15 @@ def cmd_run(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from hdsu_core.bench import format_summary, format_table, run_bench, summarise_seeds
-    from hdsu_core.methods import available
+    from hdsu_core.bench import format_summary, format_table, run_bench, summarise_seeds  # lazy: torch
+    from hdsu_core.compute import resolve_compute  # lazy: torch
+    from hdsu_core.methods import available  # lazy: torch
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in available()]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; available: {', '.join(available())}")
     forget = [f for f in (a.forget or "").split(",") if f.strip()] or None
-    from hdsu_core.compute import resolve_compute
-
     resolve_compute(a.device, a.dtype)  # a missing GPU fails before any work
     seeds = [a.seed]
     if a.seeds:
@@ -172,43 +151,28 @@ def cmd_bench(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from hdsu_core.demo_model import build_demo_model
-    from hdsu_core.engine import RunConfig, run_unlearning
+    from hdsu_core.demo_model import build_demo_model  # lazy: torch
+    from hdsu_core.engine import RunConfig  # lazy: torch
+    from hdsu_core.lifecycle import create_run, execute_run  # lazy: torch
 
-    prog = _progress(False)
-    b = build_demo_model(progress=prog)
+    b = build_demo_model(progress=stderr_progress)
     print(f"demo model: {b.path} ({b.n_params():,} parameters, train acc {b.meta.get('train_acc')})", file=sys.stderr)
     store = _store(a.db)
-    from hdsu_core.engine import new_run_id
-
-    run_id = new_run_id()
     cfg = RunConfig(forget=a.forget.split(","), method="hdsu")
-    store.create_run(
-        run_id,
-        author="demo",
-        method="hdsu",
-        model="demo",
-        dataset="demo",
-        forget_concepts=cfg.forget,
-        config=cfg.to_dict(),
-        config_hash=cfg.hash(),
-    )
-    store.set_status(run_id, "running")
-    r = run_unlearning(cfg, store=store, run_id=run_id, progress=prog)
-    store.set_status(run_id, "done")
+    run_id = create_run(store, cfg, author="demo")
+    r = execute_run(store, run_id, progress=stderr_progress, executor="cli")
     print(json.dumps(_headline(r), indent=2, default=str))
     return 0
 
 
 def cmd_worker(a) -> int:
-    from hdsu_core.jobs import worker_main
+    from hdsu_core.jobs import worker_main  # lazy: torch
 
     return worker_main(a.run_id, a.db)
 
 
 def register(sub) -> None:
-    from hdsu_core.cli import _Parser
-
+    """Add run, bench, demo and worker to the top-level subparsers of ``cli.py``."""
     x = sub.add_parser("run", help="one unlearning run")
     x.add_argument("--model", default="demo", help="demo (embedded) or a local HF model directory / .gguf file")
     x.add_argument("--method", default="hdsu", help="hdsu, grad_ascent, grad_diff or npo (default hdsu)")
@@ -282,4 +246,3 @@ def register(sub) -> None:
     x.add_argument("run_id")
     x.add_argument("--db")
     x.set_defaults(fn=cmd_worker)
-    assert isinstance(x, _Parser) or isinstance(x, argparse.ArgumentParser)

@@ -92,6 +92,7 @@ class _RowError(Exception):
     """Internal: this row is skipped with ``str(exc)`` as the reason."""
 
 
+# The dataset kinds, in the order the CLI lists them: the one list (loaders, specs, CLI choices, engine defaults).
 KINDS = ("medmcqa", "mhqa", "mhqa_gold", "mhqa_b", "generic", "demo")
 LETTERS = "ABCDEFGH"
 MEDMCQA_OPTION_KEYS = ("opa", "opb", "opc", "opd")
@@ -773,6 +774,12 @@ def parse_dataset_spec(spec: str) -> tuple[str, Path]:
             return "demo", paths.DEMO_KB
         raise DatasetError(f"bad dataset spec {spec!r}: no path after '{kind}:'")
     return kind, Path(rest).expanduser()
+
+
+def dataset_kind(spec: str) -> str:
+    """The kind named by a dataset spec (``"demo"`` or ``"KIND:PATH"``), as written: no check
+    that it is one of :data:`KINDS` (``parse_dataset_spec`` refuses unknown kinds)."""
+    return "demo" if spec == "demo" else spec.split(":", 1)[0]
 
 
 def load_spec(spec: str, **options: Any) -> LoadReport:

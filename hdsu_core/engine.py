@@ -16,19 +16,18 @@ import torch
 from hdsu_core import metrics as M
 from hdsu_core import paths
 from hdsu_core.compute import device_label, prepare_device, resolve_compute, set_seed
-from hdsu_core.datasets import QAItem, load_spec
+from hdsu_core.datasets import QAItem, dataset_kind, load_spec
 from hdsu_core.demo_model import build_demo_model
 from hdsu_core.hierarchy import Hierarchy
 from hdsu_core.methods import UnlearnContext, get_method
 from hdsu_core.models import ModelBundle, clone_model, load_model
 from hdsu_core.probes import generate, perplexity, score_mcq
+from hdsu_core.progress import ProgressFn, no_progress
 from hdsu_core.tagging import Split, is_member, make_split, member_items
 from hdsu_core.training import DEMO_RECIPE, inject_knowledge
 
-ProgressFn = Callable[[str, float, str], None]
-
 # Default forget selections for the public benchmarks (issue: MedMCQA Surgery; MHQA Anxiety,
-# Depression, Trauma with OCD retained) and for the demo knowledge base.
+# Depression, Trauma with OCD retained) and for the demo knowledge base; one entry per dataset kind.
 DEFAULT_FORGET = {
     "demo": ["anxiety"],
     "medmcqa": ["surgery"],
@@ -87,8 +86,9 @@ class RunConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def dataset_kind(spec: str) -> str:
-    return "demo" if spec == "demo" else spec.split(":", 1)[0]
+def forget_selection(forget: Sequence[str] | None, dataset: str) -> list[str]:
+    """The concepts a run forgets: the given ones, else the default of the dataset's kind."""
+    return forget or DEFAULT_FORGET.get(dataset_kind(dataset), [])
 
 
 def load_items(spec: str, limit: int | None = None) -> list[QAItem]:
@@ -246,8 +246,6 @@ def summarise(before: dict, after: dict, split: Split, eval_ids: set[str]) -> di
 def check_settings(method: str, settings: dict) -> None:
     """Refuse unknown method names and setting keys (a typo would otherwise be silently ignored
     and the run would use the default)."""
-    from hdsu_core.methods import get_method
-
     known = get_method(method).defaults
     unknown = sorted(set(settings) - set(known))
     if unknown:
@@ -256,136 +254,94 @@ def check_settings(method: str, settings: dict) -> None:
         )
 
 
+def never_cancelled() -> bool:
+    """The default ``should_cancel``: nobody asks the run to stop."""
+    return False
+
+
+@dataclass
+class _RunInputs:
+    """What a run works on: its split of the dataset and the model on the run's device."""
+
+    hierarchy: Hierarchy
+    forget: list[str]
+    split: Split
+    bundle: ModelBundle
+    model: torch.nn.Module
+    tok: object
+    max_len: int
+    device: torch.device
+    dtype: torch.dtype
+
+
+@dataclass
+class _ProbeBefore:
+    """The original model probed, and what the later phases reuse from that probe."""
+
+    scores: dict[str, list[dict]]
+    calibration: list[QAItem]  # the non-members the stop rule calibrates on
+    eval_ids: set[str]  # the other non-members: membership inference is evaluated on them
+    neutral: list[str]  # texts the perplexity is measured on
+    ppl: float
+    gen_items: list[QAItem]  # the questions answered freely, before and after
+    generations: list[str]
+
+
+@dataclass
+class _Unlearned:
+    info: dict  # what the method reports (steps, why it stopped, ...)
+    seconds: float
+    state_before: dict[str, torch.Tensor]  # the weights before, on the CPU
+
+
+@dataclass
+class _ProbeAfter:
+    scores: dict[str, list[dict]]
+    ppl: float
+    generations: list[str]
+    changed: int  # weights changed by the method
+    total: int
+
+
 def run_unlearning(
     cfg: RunConfig,
     *,
     store=None,
     run_id: str | None = None,
-    progress: ProgressFn = lambda p, f, m: None,
-    should_cancel: Callable[[], bool] = lambda: False,
+    progress: ProgressFn = no_progress,
+    should_cancel: Callable[[], bool] = never_cancelled,
 ) -> dict:
-    """Execute one run. With a store, results are written under ``run_id`` (created if missing)."""
+    """Execute one run. With a store, results are written under ``run_id``, whose row must exist
+    (``lifecycle.create_run`` writes it; the lifecycle, not the engine, owns rows and statuses)."""
     t0 = time.time()
     check_settings(cfg.method, cfg.settings)  # fail before loading data or models
     device, dtype = resolve_compute(cfg.device, cfg.dtype)  # ... and before any work on a device that is not there
+    if store is not None and (run_id is None or store.get_run(run_id) is None):
+        raise ValueError(f"run_unlearning: no run row {run_id!r} in the store; create it first (lifecycle.create_run)")
     prepare_device(device)
     set_seed(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run_id = run_id or new_run_id()
-    progress("load", 0.0, f"loading data {cfg.dataset}")
-    items = load_items(cfg.dataset, cfg.limit)
-    hierarchy = load_hierarchy(cfg, store)
-    forget = cfg.forget or DEFAULT_FORGET.get(dataset_kind(cfg.dataset), [])
-    split = make_split(items, hierarchy, forget, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
-    if not split.forget:
-        raise ValueError(f"the selection {forget} matches no trained-on items in {cfg.dataset}")
-    progress("load", 0.0, f"forget {len(split.forget)}, retain {len(split.retain)}, holdout {len(split.holdout)}")
-    bundle = prepare_model(cfg, items, progress, device, dtype)
-    model, tok = bundle.model.to(device=device, dtype=dtype), bundle.tokenizer
-    progress("load", 0.0, f"model {bundle.name} on {device_label(device)}, {cfg.dtype}")
-    max_len = probe_max_len(bundle)
-    if store is not None and store.get_run(run_id) is None:
-        store.create_run(
-            run_id,
-            author="cli",
-            method=cfg.method,
-            model=cfg.model,
-            dataset=cfg.dataset,
-            forget_concepts=list(forget),
-            config=cfg.to_dict(),
-            config_hash=cfg.hash(),
-        )
+    run = _prepare_inputs(cfg, store, progress, device, dtype)
     if store is not None:
-        store.update_run(run_id, model_hash=bundle.model_hash, config_hash=cfg.hash())
-
-    progress("probe_before", 0.1, "probing before")
-    before = probe_all(model, tok, split, max_len)
-    calib, evaluation = calibration_split(split.holdout, cfg.seed, holdout_losses(before))
-    eval_ids = {it.id for it in evaluation}
-    neutral = [f"{it.question} {it.answer_text}" for it in split.holdout_retain[:64]]
-    ppl_before = perplexity(model, tok, neutral, max_len=max_len)
-    gen_items = split.forget[: max(1, cfg.n_generations // 2)] + split.retain[: max(1, cfg.n_generations // 2)]
-    gen_before = generate(model, tok, [it.question for it in gen_items])
-
-    ref = clone_model(model)
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    # Kept on the CPU: on a GPU a second full copy of the weights would cost device memory.
-    state_before = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-    method = get_method(cfg.method)
-    ctx = UnlearnContext(
-        model=model,
-        ref_model=ref,
-        tok=tok,
-        forget=split.forget,
-        retain=split.retain,
-        calibration=calib,
-        settings=dict(cfg.settings),
-        seed=cfg.seed,
-        max_len=max_len,
-        hierarchy=hierarchy,
-        targeted=split.targeted,
-        tags=split.tags,
-        progress=progress,
-        should_cancel=should_cancel,
-    )
-    progress("unlearn", 0.0, f"method {cfg.method}")
-    t_unlearn = time.time()
-    info = method.run(ctx)
-    info["device"] = device_label(device)
-    info["dtype"] = str(dtype).replace("torch.", "")
-    unlearn_s = time.time() - t_unlearn
-
-    progress("probe_after", 0.9, "probing after")
-    after = probe_all(model, tok, split, max_len)
-    ppl_after = perplexity(model, tok, neutral, max_len=max_len)
-    gen_after = generate(model, tok, [it.question for it in gen_items])
-    changed, total = M.changed_fraction(state_before, model.state_dict())
-
-    summary = summarise(before, after, split, eval_ids)
-    summary.update(
-        {
-            "changed_weights": changed,
-            "total_weights": total,
-            "changed_fraction": changed / max(total, 1),
-            "ppl_before": ppl_before,
-            "ppl_after": ppl_after,
-            "unlearn_seconds": unlearn_s,
-            "steps": info.get("steps", 0),
-            "seconds": time.time() - t0,
-        }
-    )
+        store.update_run(run_id, model_hash=run.bundle.model_hash, config_hash=cfg.hash())
+    before = _probe_before(cfg, run, progress)
+    unlearned = _unlearn(cfg, run, before, progress, should_cancel)
+    after = _probe_after(run, before, unlearned, progress)
+    summary = _run_summary(run, before, after, unlearned, t0)
     result = {
         "run_id": run_id,
         "method": cfg.method,
         "dataset": cfg.dataset,
         "model": cfg.model,
-        "forget": list(forget),
+        "forget": list(run.forget),
         **summary,
-        "info": info,
-        "model_hash": bundle.model_hash,
+        "info": unlearned.info,
+        "model_hash": run.bundle.model_hash,
         "config_hash": cfg.hash(),
     }
     if store is not None:
-        store.write_probe_results(run_id, "before", _rows(before, split))
-        store.write_probe_results(run_id, "after", _rows(after, split))
-        store.write_metrics(run_id, {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and v == v})
-        gens = []
-        for i, it in enumerate(gen_items):
-            part = "forget" if i < len(gen_items) - max(1, cfg.n_generations // 2) else "retain"
-            gens.append((i, it, part))
-        store.write_generations(
-            run_id,
-            "before",
-            [{"prompt_id": f"{part}:{it.id}", "prompt": it.question, "output": gen_before[i]} for i, it, part in gens],
-        )
-        store.write_generations(
-            run_id,
-            "after",
-            [{"prompt_id": f"{part}:{it.id}", "prompt": it.question, "output": gen_after[i]} for i, it, part in gens],
-        )
-        store.update_run(run_id, summary={k: v for k, v in result.items() if k != "info"} | {"info": info})
+        _write_results(store, run_id, cfg, run, (before, after), summary, result)
     progress(
         "done",
         1.0,
@@ -395,7 +351,131 @@ def run_unlearning(
     return result
 
 
-def retrain_reference(cfg: RunConfig, progress: ProgressFn = lambda p, f, m: None) -> dict:
+def _prepare_inputs(
+    cfg: RunConfig, store, progress: ProgressFn, device: torch.device, dtype: torch.dtype
+) -> _RunInputs:
+    """Phase 1: the items, the hierarchy, the split, and the model on the run's device."""
+    progress("load", 0.0, f"loading data {cfg.dataset}")
+    items = load_items(cfg.dataset, cfg.limit)
+    hierarchy = load_hierarchy(cfg, store)
+    forget = forget_selection(cfg.forget, cfg.dataset)
+    split = make_split(items, hierarchy, forget, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
+    if not split.forget:
+        raise ValueError(f"the selection {forget} matches no trained-on items in {cfg.dataset}")
+    progress("load", 0.0, f"forget {len(split.forget)}, retain {len(split.retain)}, holdout {len(split.holdout)}")
+    bundle = prepare_model(cfg, items, progress, device, dtype)
+    model, tok = bundle.model.to(device=device, dtype=dtype), bundle.tokenizer
+    progress("load", 0.0, f"model {bundle.name} on {device_label(device)}, {cfg.dtype}")
+    return _RunInputs(hierarchy, forget, split, bundle, model, tok, probe_max_len(bundle), device, dtype)
+
+
+def _probe_before(cfg: RunConfig, run: _RunInputs, progress: ProgressFn) -> _ProbeBefore:
+    """Phase 2: probe the original model; split the non-members into calibration and evaluation."""
+    progress("probe_before", 0.1, "probing before")
+    scores = probe_all(run.model, run.tok, run.split, run.max_len)
+    calib, evaluation = calibration_split(run.split.holdout, cfg.seed, holdout_losses(scores))
+    neutral = [f"{it.question} {it.answer_text}" for it in run.split.holdout_retain[:64]]
+    ppl = perplexity(run.model, run.tok, neutral, max_len=run.max_len)
+    half = max(1, cfg.n_generations // 2)
+    gen_items = run.split.forget[:half] + run.split.retain[:half]
+    generations = generate(run.model, run.tok, [it.question for it in gen_items])
+    return _ProbeBefore(scores, calib, {it.id for it in evaluation}, neutral, ppl, gen_items, generations)
+
+
+def _unlearn(
+    cfg: RunConfig, run: _RunInputs, before: _ProbeBefore, progress: ProgressFn, should_cancel: Callable[[], bool]
+) -> _Unlearned:
+    """Phase 3: the method edits ``run.model`` in place, against a frozen copy of it."""
+    ref = clone_model(run.model)
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    # Kept on the CPU: on a GPU a second full copy of the weights would cost device memory.
+    state_before = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
+    method = get_method(cfg.method)
+    ctx = UnlearnContext(
+        model=run.model,
+        ref_model=ref,
+        tok=run.tok,
+        forget=run.split.forget,
+        retain=run.split.retain,
+        calibration=before.calibration,
+        settings=dict(cfg.settings),
+        seed=cfg.seed,
+        max_len=run.max_len,
+        hierarchy=run.hierarchy,
+        targeted=run.split.targeted,
+        tags=run.split.tags,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+    progress("unlearn", 0.0, f"method {cfg.method}")
+    t_unlearn = time.time()
+    info = method.run(ctx)
+    info["device"] = device_label(run.device)
+    info["dtype"] = str(run.dtype).replace("torch.", "")
+    return _Unlearned(info, time.time() - t_unlearn, state_before)
+
+
+def _probe_after(run: _RunInputs, before: _ProbeBefore, unlearned: _Unlearned, progress: ProgressFn) -> _ProbeAfter:
+    """Phase 4: probe the edited model exactly as the original was probed."""
+    progress("probe_after", 0.9, "probing after")
+    scores = probe_all(run.model, run.tok, run.split, run.max_len)
+    ppl = perplexity(run.model, run.tok, before.neutral, max_len=run.max_len)
+    generations = generate(run.model, run.tok, [it.question for it in before.gen_items])
+    changed, total = M.changed_fraction(unlearned.state_before, run.model.state_dict())
+    return _ProbeAfter(scores, ppl, generations, changed, total)
+
+
+def _run_summary(
+    run: _RunInputs, before: _ProbeBefore, after: _ProbeAfter, unlearned: _Unlearned, t0: float
+) -> dict[str, float]:
+    """The run's numbers: the before/after metrics plus its size and timings."""
+    summary = summarise(before.scores, after.scores, run.split, before.eval_ids)
+    summary.update(
+        {
+            "changed_weights": after.changed,
+            "total_weights": after.total,
+            "changed_fraction": after.changed / max(after.total, 1),
+            "ppl_before": before.ppl,
+            "ppl_after": after.ppl,
+            "unlearn_seconds": unlearned.seconds,
+            "steps": unlearned.info.get("steps", 0),
+            "seconds": time.time() - t0,
+        }
+    )
+    return summary
+
+
+def _write_results(
+    store,
+    run_id: str,
+    cfg: RunConfig,
+    run: _RunInputs,
+    probes: tuple[_ProbeBefore, _ProbeAfter],
+    summary: dict[str, float],
+    result: dict,
+) -> None:
+    """Phase 5: probe rows, metrics, generations and the summary, under the run's id."""
+    before, after = probes
+    store.write_probe_results(run_id, "before", _rows(before.scores, run.split))
+    store.write_probe_results(run_id, "after", _rows(after.scores, run.split))
+    store.write_metrics(run_id, {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and v == v})
+    n_retain = max(1, cfg.n_generations // 2)
+    gens = []
+    for i, it in enumerate(before.gen_items):
+        part = "forget" if i < len(before.gen_items) - n_retain else "retain"
+        gens.append((i, it, part))
+    for phase, outputs in (("before", before.generations), ("after", after.generations)):
+        store.write_generations(
+            run_id,
+            phase,
+            [{"prompt_id": f"{part}:{it.id}", "prompt": it.question, "output": outputs[i]} for i, it, part in gens],
+        )
+    info = result["info"]
+    store.update_run(run_id, summary={k: v for k, v in result.items() if k != "info"} | {"info": info})
+
+
+def retrain_reference(cfg: RunConfig, progress: ProgressFn = no_progress) -> dict:
     """The ideal unlearner: the same recipe trained without the forget items (cached), probed on
     the same split. Only possible for models HDSU trains itself: the demo / tiny knowledge-injected
     models (retrained from scratch, on the CPU), or a given model with ``inject`` (the base model
@@ -412,7 +492,7 @@ def retrain_reference(cfg: RunConfig, progress: ProgressFn = lambda p, f, m: Non
     prepare_device(device)
     items = load_items(cfg.dataset, cfg.limit)
     hierarchy = load_hierarchy(cfg)
-    forget = cfg.forget or DEFAULT_FORGET.get(dataset_kind(cfg.dataset), [])
+    forget = forget_selection(cfg.forget, cfg.dataset)
     split = make_split(items, hierarchy, forget, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
     kind = dataset_kind(cfg.dataset)
     original = prepare_model(cfg, items, progress, device)

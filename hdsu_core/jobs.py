@@ -15,12 +15,22 @@ import subprocess
 import sys
 import time
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
+
+import pandas as pd
 
 from hdsu_core import paths
+from hdsu_core.compute import ModelError
 from hdsu_core.engine import RunConfig
+from hdsu_core.lifecycle import create_run, execute_run
+from hdsu_core.methods.base import Cancelled
+from hdsu_core.progress import ProgressFn, stderr_progress
+from hdsu_core.store import ACTIVE_STATUSES, RunStatus, Store
 
-ACTIVE = ("queued", "running")
+# Transitional: pages/runs.py still reads jobs.ACTIVE; remove once it uses store.ACTIVE_STATUSES.
+ACTIVE = ACTIVE_STATUSES
 
 
 def log_path(run_id: str) -> Path:
@@ -47,33 +57,12 @@ def pid_alive(pid: int | None) -> bool:
 
 def launch(cfg: RunConfig, *, store, author: str, run_id: str | None = None) -> str:
     """Create the run row and start a detached worker process. Returns the run id."""
-    from hdsu_core.compute import ModelError, resolve_compute
-    from hdsu_core.engine import new_run_id
-
     if not cfg.forget:
         raise ValueError("empty selection: pick at least one concept to forget")
-    try:
-        resolve_compute(cfg.device, cfg.dtype)  # refuse a GPU that is not there now, not in the worker later
+    try:  # refuses a GPU that is not there now, not in the worker later
+        run_id = create_run(store, cfg, author=author, run_id=run_id)
     except ModelError as e:
         raise ValueError(str(e)) from None
-    run_id = run_id or new_run_id()
-    store.create_run(
-        run_id,
-        author=author,
-        method=cfg.method,
-        model=cfg.model,
-        dataset=cfg.dataset,
-        forget_concepts=list(cfg.forget),
-        config=cfg.to_dict(),
-        config_hash=cfg.hash(),
-        hierarchy_version=cfg.hierarchy_version,
-    )
-    store.log_event(
-        author,
-        "launch_run",
-        run_id,
-        {"method": cfg.method, "forget": cfg.forget, "dataset": cfg.dataset, "model": cfg.model},
-    )
     log = open(log_path(run_id), "ab")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(paths.PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -96,14 +85,14 @@ def cancel(run_id: str, *, store, actor: str) -> str:
     run = store.get_run(run_id)
     if run is None:
         raise ValueError(f"unknown run {run_id!r}")
-    if run["status"] not in ACTIVE:
+    if run["status"] not in ACTIVE_STATUSES:
         return run["status"]
     cancel_flag(run_id).touch()
     store.log_event(actor, "cancel_run", run_id, {})
     if not pid_alive(run.get("pid")):
-        store.set_status(run_id, "cancelled", message="cancelled before the worker started")
-        return "cancelled"
-    if run["status"] == "running":
+        store.set_status(run_id, RunStatus.CANCELLED, message="cancelled before the worker started")
+        return RunStatus.CANCELLED
+    if run["status"] == RunStatus.RUNNING:
         # The worker turns SIGTERM into a cancel between steps. A queued worker is still starting
         # up (its handler may not be installed yet): it sees the flag file before doing any work.
         try:
@@ -118,18 +107,18 @@ def reap(store, grace_s: float = 20.0) -> list[str]:
     changed = []
     runs = store.list_runs(limit=200)
     for _, r in runs.iterrows():
-        if r["status"] not in ACTIVE:
+        if r["status"] not in ACTIVE_STATUSES:
             continue
         created = r.get("created_at")
         age = _age_s(created, grace_s)
-        pid = None if r.get("pid") is None or r.get("pid") != r.get("pid") else int(r["pid"])
+        pid = None if pd.isna(r.get("pid")) else int(r["pid"])  # None, NaN or pd.NA: no worker recorded
         if pid_alive(pid) or (pid is None and age < grace_s):
             continue
-        if r["status"] == "queued" and age < grace_s:
+        if r["status"] == RunStatus.QUEUED and age < grace_s:
             continue
         store.set_status(
             r["run_id"],
-            "failed",
+            RunStatus.FAILED,
             error=f"worker process {pid} is no longer running (killed or crashed); see {log_path(r['run_id']).name}",
         )
         store.log_event("system", "run_failed", r["run_id"], {"reason": "worker died"})
@@ -139,8 +128,6 @@ def reap(store, grace_s: float = 20.0) -> list[str]:
 
 def _age_s(created, default: float) -> float:
     """Seconds since a store timestamp (naive datetimes hold UTC)."""
-    from datetime import datetime, timezone
-
     if created is None or not hasattr(created, "timestamp"):
         return default + 1
     if getattr(created, "tzinfo", None) is None:
@@ -164,62 +151,59 @@ def log_tail(run_id: str, lines: int = 40) -> str:
 
 def worker_main(run_id: str, db: str | None) -> int:
     """Body of ``python -m hdsu_core worker``: run the job and record its outcome."""
-    from hdsu_core.engine import run_unlearning
-    from hdsu_core.methods.base import Cancelled
-    from hdsu_core.store import Store
-
     store = Store(db)
     run = store.get_run(run_id)
     if run is None:
         print(f"error: unknown run {run_id}", file=sys.stderr)
         return 1
-    if run["status"] not in ACTIVE:
+    if run["status"] not in ACTIVE_STATUSES:
         print(f"run {run_id} is {run['status']}; nothing to do", file=sys.stderr)
         return 0
-    cancelled = {"flag": False}
-
-    def on_term(signum, frame):
-        cancelled["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_term)
-
-    def should_cancel() -> bool:
-        return cancelled["flag"] or cancel_flag(run_id).exists()
-
-    last = {"t": 0.0, "phase": None}
-
-    def progress(phase: str, frac: float, msg: str) -> None:
-        print(f"[{phase}] {frac * 100:5.1f}% {msg}", flush=True)
-        now = time.time()
-        # Throttle DB writes; always record phase changes.
-        if phase != last["phase"] or now - last["t"] > 1.0:
-            last.update(t=now, phase=phase)
-            store.add_progress(run_id, phase, frac, msg)
-
+    should_cancel = _cancel_requests(run_id)
     store.update_run(run_id, pid=os.getpid())
-    store.set_status(run_id, "running", message="started")
     try:
-        cfg = RunConfig.from_dict(run["config"])
-        if should_cancel():
-            raise Cancelled()
-        result = run_unlearning(cfg, store=store, run_id=run_id, progress=progress, should_cancel=should_cancel)
-        store.set_status(
-            run_id, "done", message=f"forget {result['forget_acc_before']:.2f}->{result['forget_acc_after']:.2f}"
+        execute_run(
+            store, run_id, progress=_recorded_progress(store, run_id), should_cancel=should_cancel, executor="worker"
         )
-        store.log_event(run.get("author") or "worker", "run_done", run_id, {"seconds": round(result["seconds"], 1)})
         return 0
     except Cancelled:
-        store.set_status(run_id, "cancelled", message="cancelled by user")
-        store.log_event("worker", "run_cancelled", run_id, {})
         return 0
-    except Exception as e:  # noqa: BLE001 - every failure is recorded with its reason
+    except Exception:  # noqa: BLE001 - execute_run recorded it; the traceback goes to the run's log
         traceback.print_exc()
-        reason = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        store.set_status(run_id, "failed", error=reason)
-        store.log_event("worker", "run_failed", run_id, {"reason": reason})
         return 1
     finally:
         try:
             cancel_flag(run_id).unlink()
         except FileNotFoundError:
             pass
+
+
+def _cancel_requests(run_id: str) -> Callable[[], bool]:
+    """Install the SIGTERM handler; returns ``should_cancel``: true after SIGTERM or once the
+    run's cancel flag file exists."""
+    signalled = {"flag": False}
+
+    def on_term(signum, frame):
+        signalled["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+
+    def should_cancel() -> bool:
+        return signalled["flag"] or cancel_flag(run_id).exists()
+
+    return should_cancel
+
+
+def _recorded_progress(store, run_id: str) -> ProgressFn:
+    """Progress lines into the run's log, and into the store at most once a second (always on a
+    change of phase): the Runs page reads it from there."""
+    last = {"t": 0.0, "phase": None}
+
+    def progress(phase: str, frac: float, msg: str) -> None:
+        stderr_progress(phase, frac, msg)
+        now = time.time()
+        if phase != last["phase"] or now - last["t"] > 1.0:
+            last.update(t=now, phase=phase)
+            store.add_progress(run_id, phase, frac, msg)
+
+    return progress
