@@ -28,6 +28,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from hdsu_core import fmt
+
 __all__ = [
     "TARGETS",
     "report_context",
@@ -66,49 +68,6 @@ _COLORS = {
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------------
-def _num(v: Any) -> float | None:
-    """A finite float or None (NaN, None, pandas NA, non-numbers)."""
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _ts(v: Any) -> str | None:
-    """UTC timestamp text ("2024-05-01 12:00:00 UTC") from datetime / pandas Timestamp / None."""
-    if v is None:
-        return None
-    try:
-        import pandas as pd
-
-        if v is pd.NaT or (not isinstance(v, str) and pd.isna(v)):
-            return None
-        if isinstance(v, pd.Timestamp):
-            v = v.to_pydatetime()
-    except (ImportError, TypeError, ValueError):
-        pass
-    if isinstance(v, _dt.datetime):
-        if v.tzinfo is not None:
-            v = v.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-        return v.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return str(v)
-
-
-def _pct(v: float | None, digits: int = 1) -> str:
-    return "n/a" if v is None else f"{100 * v:.{digits}f} %"
-
-
-def _fmt(v: float | None, digits: int = 3) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-def _int(v: float | None) -> str:
-    return "n/a" if v is None else f"{int(round(v)):,}"
-
-
 def _jsonable(obj: Any) -> Any:
     """Plain JSON types only (for hashing and for the template)."""
     if isinstance(obj, Mapping):
@@ -132,12 +91,12 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return _jsonable(obj.tolist())
     if isinstance(obj, (_dt.datetime, _dt.date)):
-        return _ts(obj) if isinstance(obj, _dt.datetime) else obj.isoformat()
+        return fmt.timestamp_utc(obj) if isinstance(obj, _dt.datetime) else obj.isoformat()
     try:
         import pandas as pd
 
         if isinstance(obj, pd.Timestamp):
-            return _ts(obj)
+            return fmt.timestamp_utc(obj)
         if pd.isna(obj):
             return None
     except (ImportError, TypeError, ValueError):
@@ -343,24 +302,6 @@ _METRIC_ROWS = [
 ]
 
 
-def _format_metric(kind: str, v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    if kind == "rate":
-        return f"{v:.3f} ({_pct(v)})"
-    if kind == "points":
-        return f"{v:+.2f} pts"
-    if kind == "auc":
-        return f"{v:.3f}"
-    if kind == "fraction":
-        return f"{v:.6f} ({100 * v:.4f} %)"
-    if kind == "count":
-        return _int(v)
-    if kind == "seconds":
-        return f"{v:.1f} s"
-    return f"{v:.3f}"
-
-
 def _metrics_table(metrics: dict[str, float]) -> list[dict]:
     rows = []
     known = set()
@@ -368,13 +309,13 @@ def _metrics_table(metrics: dict[str, float]) -> list[dict]:
         known.add(key)
         if key not in metrics:
             continue
-        v = _num(metrics.get(key))
-        rows.append({"key": key, "label": label, "value": _format_metric(kind, v), "raw": v, "explanation": expl})
+        v = fmt.number(metrics.get(key))
+        rows.append({"key": key, "label": label, "value": fmt.metric_value(kind, v), "raw": v, "explanation": expl})
     for key in sorted(metrics):
         if key in known or key.startswith("n_"):
             continue
-        v = _num(metrics.get(key))
-        rows.append({"key": key, "label": key, "value": _fmt(v, 4), "raw": v, "explanation": ""})
+        v = fmt.number(metrics.get(key))
+        rows.append({"key": key, "label": key, "value": fmt.REPORT.fixed(v, 4), "raw": v, "explanation": ""})
     return rows
 
 
@@ -400,8 +341,8 @@ def _verdict(metrics: dict[str, float], after_rows: list[dict], finished: bool) 
             }
         )
 
-    fa = _num(metrics.get("forget_acc_after"))
-    ref = _num(metrics.get("holdout_forget_acc_after"))
+    fa = fmt.number(metrics.get("forget_acc_after"))
+    ref = fmt.number(metrics.get("holdout_forget_acc_after"))
     ref_name = "never-seen accuracy on the selected concepts"
     if ref is None:
         ref = _chance_level([r for r in after_rows if r.get("split") == "forget"])
@@ -410,32 +351,32 @@ def _verdict(metrics: dict[str, float], after_rows: list[dict], finished: bool) 
         ref, ref_name = 0.25, "assumed chance level (4 options)"
     add(
         "Forgetting",
-        f"forget accuracy after ≤ {ref_name} ({_pct(ref)}) + {T['forget_margin'] * 100:.0f} pts",
-        _pct(fa),
+        f"forget accuracy after ≤ {ref_name} ({fmt.REPORT.pct(ref)}) + {T['forget_margin'] * 100:.0f} pts",
+        fmt.REPORT.pct(fa),
         None if fa is None else fa <= ref + T["forget_margin"] + 1e-12,
     )
 
-    rc = _num(metrics.get("retain_change_points"))
+    rc = fmt.number(metrics.get("retain_change_points"))
     if (
         rc is None
-        and _num(metrics.get("retain_acc_after")) is not None
-        and _num(metrics.get("retain_acc_before")) is not None
+        and fmt.number(metrics.get("retain_acc_after")) is not None
+        and fmt.number(metrics.get("retain_acc_before")) is not None
     ):
         rc = 100 * (metrics["retain_acc_after"] - metrics["retain_acc_before"])
     add(
         "Retained knowledge",
         f"retain accuracy change within ±{T['retain_change_points']:.0f} points",
-        "n/a" if rc is None else f"{rc:+.2f} pts",
+        fmt.REPORT.signed(rc, 2, " pts"),
         None if rc is None else abs(rc) <= T["retain_change_points"] + 1e-9,
     )
 
-    auc = _num(metrics.get("mia_auc"))
+    auc = fmt.number(metrics.get("mia_auc"))
     lo, hi = T["mia_auc_center"] - T["mia_auc_tolerance"], T["mia_auc_center"] + T["mia_auc_tolerance"]
-    ci_lo, ci_hi = _num(metrics.get("mia_auc_ci_low")), _num(metrics.get("mia_auc_ci_high"))
+    ci_lo, ci_hi = fmt.number(metrics.get("mia_auc_ci_low")), fmt.number(metrics.get("mia_auc_ci_high"))
     measured = (
-        _fmt(auc)
+        fmt.REPORT.fixed(auc)
         if ci_lo is None or ci_hi is None
-        else f"{_fmt(auc)} (95 % interval {_fmt(ci_lo, 2)}–{_fmt(ci_hi, 2)})"
+        else f"{fmt.REPORT.fixed(auc)} (95 % interval {fmt.REPORT.fixed(ci_lo, 2)}–{fmt.REPORT.fixed(ci_hi, 2)})"
     )
     add(
         "Membership privacy",
@@ -444,11 +385,11 @@ def _verdict(metrics: dict[str, float], after_rows: list[dict], finished: bool) 
         None if auc is None else lo - 1e-12 <= auc <= hi + 1e-12,
     )
 
-    cf = _num(metrics.get("changed_fraction"))
+    cf = fmt.number(metrics.get("changed_fraction"))
     add(
         "Minimal edit",
         f"changed-weight fraction ≤ {100 * T['changed_fraction_max']:.1f} %",
-        "n/a" if cf is None else f"{100 * cf:.4f} %",
+        fmt.REPORT.pct(cf, 4),
         None if cf is None else cf <= T["changed_fraction_max"] + 1e-15,
     )
 
@@ -496,9 +437,9 @@ def _concept_tables(h, before: list[dict], after: list[dict], targeted: set[str]
                     "acc_before": ab,
                     "acc_after": aa,
                     "change_points": change,
-                    "acc_before_s": _pct(ab),
-                    "acc_after_s": _pct(aa),
-                    "change_s": "n/a" if change is None else f"{change:+.1f}",
+                    "acc_before_s": fmt.REPORT.pct(ab),
+                    "acc_after_s": fmt.REPORT.pct(aa),
+                    "change_s": fmt.REPORT.signed(change),
                 }
             )
         out.sort(key=lambda r: (0 if r["group"] == _TARGETED else 1, r["path"], r["concept_id"]))
@@ -532,8 +473,8 @@ def _example_probes(h, before: list[dict], after: list[dict], questions: dict[st
                     "pred_after": a.get("pred"),
                     "correct_before": r.get("correct"),
                     "correct_after": a.get("correct"),
-                    "loss_before": _fmt(_num(r.get("loss"))),
-                    "loss_after": _fmt(_num(a.get("loss"))),
+                    "loss_before": fmt.REPORT.fixed(r.get("loss")),
+                    "loss_after": fmt.REPORT.fixed(a.get("loss")),
                 }
             )
         picked.sort(key=lambda p: p["item_id"])
@@ -572,7 +513,7 @@ def _events(store, run_id: str) -> list[dict]:
         out.append(
             {
                 "event_id": int(r["event_id"]),
-                "ts": _ts(r.get("ts")),
+                "ts": fmt.timestamp_utc(r.get("ts")),
                 "actor": r.get("actor"),
                 "action": r.get("action"),
                 "details": "" if not details else json.dumps(_jsonable(details), sort_keys=True, ensure_ascii=False),
@@ -682,8 +623,8 @@ def _chart_collateral(rows: list[dict]) -> str | None:
 
 
 def _chart_mia(after: list[dict]) -> str | None:
-    f = [_num(r.get("loss")) for r in after if r.get("split") == "forget"]
-    h = [_num(r.get("loss")) for r in after if r.get("split") == "holdout"]
+    f = [fmt.number(r.get("loss")) for r in after if r.get("split") == "forget"]
+    h = [fmt.number(r.get("loss")) for r in after if r.get("split") == "holdout"]
     f, h = [x for x in f if x is not None], [x for x in h if x is not None]
     if not f and not h:
         return None
@@ -765,7 +706,7 @@ def procedure_rows(info: Mapping[str, Any]) -> list[dict]:
         rows.append(
             {
                 "label": "Weights allowed to change",
-                "value": f"{int(info['mask_size']):,} ({_pct(_num(info['mask_fraction']), 3)} of all weights)",
+                "value": f"{int(info['mask_size']):,} ({fmt.REPORT.pct(info['mask_fraction'], 3)} of all weights)",
             }
         )
     if info.get("repair_damaged_before") is not None:
@@ -804,7 +745,7 @@ def report_context(store, run_id: str, hierarchy=None, *, now: _dt.datetime | No
         raise ValueError(f"unknown run {run_id}")
     h, hierarchy_source = _resolve_hierarchy(store, run, hierarchy)
     metrics = {k: v for k, v in store.metrics(run_id).items()}
-    metrics_clean = {k: _num(v) for k, v in metrics.items()}
+    metrics_clean = {k: fmt.number(v) for k, v in metrics.items()}
     before = _records(store.probe_results(run_id, "before"))
     after = _records(store.probe_results(run_id, "after"))
     gens = _records(store.generations(run_id))
@@ -834,13 +775,13 @@ def report_context(store, run_id: str, hierarchy=None, *, now: _dt.datetime | No
     for part in ("forget", "retain", "holdout"):
         acc[part] = {}
         for ph, rows in (("before", before), ("after", after)):
-            v = _num(metrics.get(f"{part}_acc_{ph}"))
+            v = fmt.number(metrics.get(f"{part}_acc_{ph}"))
             if v is None:
                 v = _mean(r.get("correct") for r in rows if r.get("split") == part)
             acc[part][ph] = v
 
     def count(part):
-        v = _num(metrics.get(f"n_{part}"))
+        v = fmt.number(metrics.get(f"n_{part}"))
         if v is None:
             ids = {r["item_id"] for r in before + after if r.get("split") == part}
             return len(ids) if ids else None
@@ -854,15 +795,15 @@ def report_context(store, run_id: str, hierarchy=None, *, now: _dt.datetime | No
 
     ctx: dict[str, Any] = {
         "run_id": run_id,
-        "generated_at": _ts(now or _dt.datetime.now(_dt.timezone.utc)),
+        "generated_at": fmt.timestamp_utc(now or _dt.datetime.now(_dt.timezone.utc)),
         "banner": banner,
         "finished": finished,
         "run": {
             "author": run.get("author") or "(unknown)",
             "status": status,
-            "created_at": _ts(run.get("created_at")),
-            "started_at": _ts(run.get("started_at")),
-            "finished_at": _ts(run.get("finished_at")),
+            "created_at": fmt.timestamp_utc(run.get("created_at")),
+            "started_at": fmt.timestamp_utc(run.get("started_at")),
+            "finished_at": fmt.timestamp_utc(run.get("finished_at")),
             "method": run.get("method"),
             "settings": json.dumps(_jsonable(settings or {}), sort_keys=True, ensure_ascii=False),
             "config": json.dumps(_jsonable(config), sort_keys=True, ensure_ascii=False),

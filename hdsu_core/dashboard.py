@@ -16,8 +16,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from hdsu_core import paths
-from hdsu_core.hierarchy import LEVEL_NAMES, Hierarchy, HierarchyError, Violation, diff_summary
+from hdsu_core import fmt, paths
+from hdsu_core.hierarchy import LEVEL_NAMES, Hierarchy, HierarchyError, Violation, diff_summary, subtree_totals
 from hdsu_core.tagging import rollup_counts
 
 # ---------------------------------------------------------------------------------------------
@@ -236,18 +236,6 @@ def tag_counts(tags: Mapping[str, Any]) -> dict[str, int]:
     return out
 
 
-def rollup(h: Hierarchy, direct: Mapping[str, float]) -> dict[str, float]:
-    """Add each concept's value to all its ancestors (totals per subtree)."""
-    out = {cid: 0 for cid in h.graph.nodes}
-    for cid, v in direct.items():
-        if cid not in h:
-            continue
-        out[cid] += v
-        for a in h.ancestors(cid):
-            out[a] += v
-    return out
-
-
 def concept_item_counts(h: Hierarchy, cid: str, counts_by_dataset: Mapping[str, Mapping[str, int]]) -> pd.DataFrame:
     """Per dataset: items tagged exactly with the concept and items anywhere in its subtree."""
     sub = h.subtree(cid)
@@ -358,44 +346,20 @@ def demo_model_status() -> dict:
 # ---------------------------------------------------------------------------------------------
 # Runs
 # ---------------------------------------------------------------------------------------------
-def _is_missing(v: Any) -> bool:
-    if v is None:
-        return True
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
-
-
 def elapsed_s(run: Mapping[str, Any], now=None) -> float | None:
     """Seconds from start (or creation) to finish (or now); store timestamps are naive UTC."""
     import datetime as dt
 
     start = run.get("started_at")
-    if _is_missing(start):
+    if fmt.is_missing(start):
         start = run.get("created_at")
-    if _is_missing(start):
+    if fmt.is_missing(start):
         return None
     end = run.get("finished_at")
-    if _is_missing(end):
+    if fmt.is_missing(end):
         end = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     start, end = pd.Timestamp(start).to_pydatetime(), pd.Timestamp(end).to_pydatetime()
     return max(0.0, (end - start).total_seconds())
-
-
-def fmt_seconds(s: float | None) -> str:
-    if s is None or _is_missing(s):
-        return "–"
-    s = float(s)
-    if s < 60:
-        return f"{s:.0f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60):02d} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
-
-
-def fmt_pct(v: float | None) -> str:
-    return "–" if v is None or _is_missing(v) else f"{100 * float(v):.1f}%"
 
 
 def run_procedure(run: Mapping[str, Any] | None) -> list[dict]:
@@ -437,10 +401,10 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "forget": ", ".join(fc) if isinstance(fc, list) else str(fc),
                 "author": rd.get("author"),
                 "created": rd.get("created_at"),
-                "elapsed": fmt_seconds(elapsed_s(rd)),
+                "elapsed": fmt.duration(elapsed_s(rd)),
                 "phase": rd.get("phase") or "",
                 "progress": float(rd.get("progress") or 0.0),
-                "reason": "" if _is_missing(rd.get("error")) else str(rd.get("error")),
+                "reason": "" if fmt.is_missing(rd.get("error")) else str(rd.get("error")),
             }
         )
     return pd.DataFrame(rows, columns=cols)
@@ -466,14 +430,14 @@ def headline(m: Mapping[str, float]) -> dict[str, str]:
     """Compact headline strings for a run (Overview table)."""
 
     def arrow(a, b):
-        return f"{fmt_pct(m.get(a))} → {fmt_pct(m.get(b))}" if a in m or b in m else "–"
+        return f"{fmt.APP.pct(m.get(a))} → {fmt.APP.pct(m.get(b))}" if a in m or b in m else "–"
 
     return {
         "forget acc": arrow("forget_acc_before", "forget_acc_after"),
         "retain acc": arrow("retain_acc_before", "retain_acc_after"),
-        "MIA AUC": "–" if m.get("mia_auc") is None else f"{m['mia_auc']:.3f}",
-        "changed": fmt_pct(m.get("changed_fraction")),
-        "time": fmt_seconds(m.get("seconds")),
+        "MIA AUC": fmt.APP.fixed(m.get("mia_auc")),
+        "changed": fmt.APP.pct(m.get("changed_fraction")),
+        "time": fmt.duration(m.get("seconds")),
     }
 
 
@@ -481,8 +445,7 @@ def metric_cards(m: Mapping[str, float]) -> list[dict]:
     """Cards for the Compare page: label, value, delta (string or None), delta colour, help."""
 
     def g(k):
-        v = m.get(k)
-        return None if v is None or _is_missing(v) else float(v)
+        return fmt.number(m.get(k))
 
     fa, fb = g("forget_acc_after"), g("forget_acc_before")
     ra, rb = g("retain_acc_after"), g("retain_acc_before")
@@ -497,45 +460,45 @@ def metric_cards(m: Mapping[str, float]) -> list[dict]:
     cards = [
         {
             "label": "Forgetting rate (FR)",
-            "value": fmt_pct(fr),
-            "delta": None if fa is None or fb is None else f"forget acc {fmt_pct(fb)} → {fmt_pct(fa)}",
+            "value": fmt.APP.pct(fr),
+            "delta": None if fa is None or fb is None else f"forget acc {fmt.APP.pct(fb)} → {fmt.APP.pct(fa)}",
             "delta_color": "off",
             "help": "1 − accuracy on the forget set after unlearning (higher is better)",
         },
         {
             "label": "Knowledge preserved (KP)",
-            "value": fmt_pct(kp),
-            "delta": None if rb is None else f"from {fmt_pct(rb)}",
+            "value": fmt.APP.pct(kp),
+            "delta": None if rb is None else f"from {fmt.APP.pct(rb)}",
             "delta_color": "off",
             "help": "Accuracy on the retain set after unlearning (higher is better)",
         },
         {
             "label": "Retain change",
-            "value": "–" if rc is None else f"{rc:+.1f} pts",
+            "value": fmt.APP.signed(rc, 1, " pts"),
             "delta": None if rc is None else f"{rc:+.1f}",
             "delta_color": "normal",
             "help": "Change of retain accuracy in percentage points (0 is ideal)",
         },
         {
             "label": "MIA AUC",
-            "value": "–" if mia is None else f"{mia:.3f}",
+            "value": fmt.APP.fixed(mia),
             "delta": None if mia is None or mia_b is None else f"{mia - mia_b:+.3f}",
             "delta_color": "off",
             "help": "Membership-inference AUC on forget vs holdout losses (0.5 = indistinguishable)." + ci,
         },
         {
             "label": "Weights changed",
-            "value": fmt_pct(g("changed_fraction")),
+            "value": fmt.APP.pct(g("changed_fraction")),
             "delta": None,
             "delta_color": "off",
             "help": "Fraction of parameters that changed",
         },
         {
             "label": "Time",
-            "value": fmt_seconds(g("seconds")),
+            "value": fmt.duration(g("seconds")),
             "delta": None,
             "delta_color": "off",
-            "help": f"Wall time of the whole run (unlearning alone: {fmt_seconds(g('unlearn_seconds'))})",
+            "help": f"Wall time of the whole run (unlearning alone: {fmt.duration(g('unlearn_seconds'))})",
         },
     ]
     return cards
@@ -613,11 +576,7 @@ def collateral_map(h: Hierarchy, probes: pd.DataFrame, splits: Iterable[str] | N
         vals = grp["correct"].astype("boolean").dropna()
         d[f"n_{phase}"] += int(len(vals))
         d[f"c_{phase}"] += int(vals.sum())
-    totals = {cid: {k: 0 for k in ("n_before", "c_before", "n_after", "c_after")} for cid in h.graph.nodes}
-    for cid, d in direct.items():
-        for a in [cid, *h.ancestors(cid)]:
-            for k, v in d.items():
-                totals[a][k] += v
+    totals = subtree_totals(h, direct, ("n_before", "c_before", "n_after", "c_after"))
     rows = []
     for cid in h.ordered_ids():
         t = totals[cid]
@@ -670,9 +629,9 @@ def collateral_figure(h: Hierarchy, cmap: pd.DataFrame, selected: Iterable[str] 
         custom.append(
             (
                 cid,
-                fmt_pct(r["acc_before"]),
-                fmt_pct(r["acc_after"]),
-                "–" if math.isnan(ch) else f"{ch:+.1f}",
+                fmt.APP.pct(r["acc_before"]),
+                fmt.APP.pct(r["acc_after"]),
+                fmt.APP.signed(ch),
                 "forget target" if cid in sel else "",
             )
         )
@@ -874,7 +833,7 @@ def terms_frame(h: Hierarchy, cid: str) -> pd.DataFrame:
 def terms_from_frame(df: pd.DataFrame) -> list[str]:
     if df is None or "term" not in df:
         return []
-    return [str(t).strip() for t in df["term"].tolist() if not _is_missing(t) and str(t).strip()]
+    return [str(t).strip() for t in df["term"].tolist() if not fmt.is_missing(t) and str(t).strip()]
 
 
 def synthetic_hierarchy(n: int = 5000, fanout: tuple[int, int, int] = (10, 10, 12)) -> Hierarchy:

@@ -1,6 +1,7 @@
 import streamlit as st
 
 from hdsu_core import dashboard as D
+from hdsu_core import fmt
 from hdsu_core.hierarchy import Hierarchy, HierarchyError
 from pages import _ui
 
@@ -124,10 +125,10 @@ with tab_q:
 
 with tab_mia:
     a, b = st.columns(2)
-    a.metric("MIA AUC before", "–" if m.get("mia_auc_before") is None else f"{m['mia_auc_before']:.3f}", border=True)
+    a.metric("MIA AUC before", fmt.APP.fixed(m.get("mia_auc_before")), border=True)
     b.metric(
         "MIA AUC after",
-        "–" if m.get("mia_auc") is None else f"{m['mia_auc']:.3f}",
+        fmt.APP.fixed(m.get("mia_auc")),
         border=True,
         help="0.5: forget items look like never-seen holdout items",
     )

@@ -1,7 +1,7 @@
 import streamlit as st
 
 from hdsu_core import dashboard as D
-from hdsu_core import jobs
+from hdsu_core import fmt, jobs
 from pages import _ui
 
 _ui.header(
@@ -55,7 +55,7 @@ def active_runs() -> None:
             frac = float(rd.get("progress") or 0.0)
             st.progress(
                 min(1.0, max(0.0, frac)),
-                text=f"{rd.get('phase') or 'queued'} · {frac:.0%} · elapsed {D.fmt_seconds(D.elapsed_s(rd))}"
+                text=f"{rd.get('phase') or 'queued'} · {frac:.0%} · elapsed {fmt.duration(D.elapsed_s(rd))}"
                 + (f" · {rd['message']}" if rd.get("message") else ""),
             )
             tail = jobs.log_tail(rd["run_id"], lines=12)
