@@ -895,3 +895,8 @@ def build_pdf(
             actor, "export_report", run_id, {"format": "pdf", "sha256": ctx["sha256"], "report_id": ctx["report_id"]}
         )
     return pdf
+
+
+def record_download(store, run_id: str, file_format: str, actor: str) -> None:
+    """Record that a report prepared in the dashboard was downloaded (an ``export_report`` event)."""
+    store.log_event(actor, "export_report", run_id, {"format": file_format, "via": "dashboard"})
