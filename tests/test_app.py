@@ -228,6 +228,22 @@ def test_split_table_and_collateral_map(store):
     assert g.loc[0, "before"] == "the old answer" and g.loc[0, "after"] == "something else"
 
 
+def test_latest_runs_table_and_preserved_probes(store):
+    seed_run(store)
+    store.create_run(
+        "r-queued", author="x", method="hdsu", model="demo", dataset="demo", forget_concepts=["asthma"], config={}
+    )
+    runs = store.list_runs()
+    table = D.latest_runs_table(runs, store.metrics).set_index("run")
+    assert table.loc["r-seeded", "status"] == "✅ done" and table.loc["r-seeded", "forget acc"] == "100.0% → 15.0%"
+    assert table.loc["r-queued", "status"] == "⏳ queued" and table.loc["r-queued", "MIA AUC"] == "–"
+    h = load_default()
+    probes = store.probe_results("r-seeded")
+    kept = D.preserved_probes(h, probes, ["anxiety"])
+    assert len(kept) and not kept["concept_id"].isin(h.subtree("anxiety")).any()
+    assert D.preserved_probes(h, probes.iloc[:0], ["anxiety"]).empty
+
+
 def test_metric_cards_and_headline():
     m = {
         "forget_acc_before": 1.0,
