@@ -96,3 +96,15 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def available_devices() -> dict[str, str]:
+    """Devices a run can be launched on, value -> label: auto, the CPU and every CUDA GPU torch
+    sees (none on a CPU-only machine, so a form never offers a device that is not there)."""
+    out = {
+        "auto": "auto (GPU if visible, else CPU)" if torch.cuda.is_available() else "auto (CPU: no GPU visible)",
+        "cpu": "CPU",
+    }
+    for i in range(torch.cuda.device_count()):
+        out[f"cuda:{i}"] = f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+    return out

@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 import networkx as nx
 
@@ -403,6 +403,22 @@ class Hierarchy:
             if fields:
                 changed[cid] = fields
         return {"added": sorted(b.keys() - a.keys()), "removed": sorted(a.keys() - b.keys()), "changed": changed}
+
+
+def subtree_totals(
+    hierarchy: Hierarchy, direct: Mapping[str, Mapping[str, float]], keys: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """The roll-up of per-concept values up the tree: for every concept of the hierarchy, each of
+    ``keys`` summed over the concept and everything below it (0 where nothing is below). ``direct``
+    holds the values recorded on each concept itself; ids the hierarchy lacks are ignored."""
+    out = {cid: {k: 0 for k in keys} for cid in hierarchy.graph.nodes}
+    for cid, values in direct.items():
+        if cid not in hierarchy:
+            continue
+        for a in [cid, *hierarchy.ancestors(cid)]:
+            for k in keys:
+                out[a][k] += values.get(k, 0)
+    return out
 
 
 def diff_summary(diff: dict) -> str:

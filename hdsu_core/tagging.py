@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from hdsu_core.datasets import QAItem
-from hdsu_core.hierarchy import Hierarchy, HierarchyError, Violation
+from hdsu_core.hierarchy import Hierarchy, HierarchyError, Violation, subtree_totals
 
 
 @dataclass(frozen=True)
@@ -209,16 +209,13 @@ def make_split(
     return sp
 
 
+COUNT_KEYS = ("forget", "retain", "holdout")  # the per-concept counts of a Split
+
+
 def rollup_counts(hierarchy: Hierarchy, counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    """Per-concept counts including everything below each concept (for the tree views)."""
-    out: dict[str, dict[str, int]] = {c: {"forget": 0, "retain": 0, "holdout": 0} for c in hierarchy.graph}
-    for cid, cnt in counts.items():
-        if cid not in hierarchy:
-            continue
-        for a in [cid, *hierarchy.ancestors(cid)]:
-            for k, v in cnt.items():
-                out[a][k] += v
-    return out
+    """Per-concept forget / retain / holdout counts including everything below each concept (for
+    the tree views)."""
+    return subtree_totals(hierarchy, counts, COUNT_KEYS)
 
 
 def collateral_terms(hierarchy: Hierarchy, selected: Iterable[str]) -> list[dict]:

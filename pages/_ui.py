@@ -6,9 +6,16 @@ from __future__ import annotations
 import streamlit as st
 
 from hdsu_core import dashboard as D
-from hdsu_core import paths
+from hdsu_core import paths, workspace
+from hdsu_core.datasets import load_spec
 from hdsu_core.hierarchy import Hierarchy
 from hdsu_core.store import Store
+from hdsu_core.tagging import Tagger
+
+try:
+    from streamlit.runtime.pages_manager import PagesManager
+except ImportError:  # pragma: no cover - streamlit internals moved
+    PagesManager = None
 
 
 @st.cache_resource(show_spinner=False)
@@ -30,11 +37,7 @@ def _ensure_app_shell() -> None:
     Streamlit's legacy ``pages/`` mode: app.py is skipped (no name field, file-name navigation
     listing ``_ui``). Turn that mode off and rerun, so the request goes through app.py. Only when
     app.py has never run in this session (it sets ``actor``), so no widget event is dropped."""
-    if "actor" in st.session_state:
-        return
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # pragma: no cover - streamlit internals moved
+    if "actor" in st.session_state or PagesManager is None:
         return
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
@@ -50,10 +53,7 @@ def header(title: str, caption: str) -> None:
 # ---- datasets and tagging (cached by file mtime and hierarchy content) --------------------------
 @st.cache_resource(show_spinner="Loading dataset…", max_entries=8)
 def _items(spec: str, mtime: float):
-    from hdsu_core.datasets import load_spec
-
-    rep = load_spec(spec)
-    return rep.items
+    return load_spec(spec).items
 
 
 def items(spec: str):
@@ -62,8 +62,6 @@ def items(spec: str):
 
 @st.cache_resource(show_spinner="Tagging items with concepts…", max_entries=16)
 def _tags(spec: str, mtime: float, hkey: str, _h: Hierarchy):
-    from hdsu_core.tagging import Tagger
-
     return Tagger(_h).tag_all(_items(spec, mtime))
 
 
@@ -76,7 +74,7 @@ def working_hierarchy(reload: bool = False) -> Hierarchy:
     """The session's working copy: latest stored version, or data/hierarchy.json."""
     ss = st.session_state
     if reload or "hierarchy" not in ss:
-        h, vid = D.load_working(store())
+        h, vid = workspace.load_working(store())
         ss["hierarchy"] = h
         ss["hierarchy_base"] = vid
         ss["hierarchy_dirty"] = False
@@ -97,7 +95,7 @@ def working_key() -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _saved_hierarchy(db: str, version: int | None) -> Hierarchy:
-    return D.base_hierarchy(store(), version)
+    return workspace.base_hierarchy(store(), version)
 
 
 def saved_hierarchy() -> tuple[Hierarchy, int | None]:

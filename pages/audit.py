@@ -1,6 +1,8 @@
 import streamlit as st
 
 from hdsu_core import dashboard as D
+from hdsu_core.audit import build_html, build_pdf, record_download
+from hdsu_core.store import TERMINAL_STATUSES
 from pages import _ui
 
 _ui.header(
@@ -11,30 +13,17 @@ _ui.header(
 store = _ui.store()
 ss = st.session_state
 
-try:
-    from hdsu_core.audit import build_html, build_pdf
-except ImportError:
-    build_html = build_pdf = None
-
-
-def _build(fn, run_id: str, **kw):
-    """Call the audit builders with actor/log when they support them."""
-    try:
-        return fn(store, run_id, None, **kw)
-    except TypeError:
-        return fn(store, run_id, None)
-
 
 @st.cache_data(show_spinner="Rendering the report…", max_entries=16)
 def _preview(db: str, run_id: str, n_events: int, status: str) -> str:
-    return _build(build_html, run_id, log=False)
+    return build_html(store, run_id, None, log=False)
 
 
 runs = store.list_runs(limit=200)
 if runs.empty:
     st.info("No runs yet.", icon="ℹ️")
     st.stop()
-finished = runs[runs["status"].isin(["done", "failed", "cancelled"])]
+finished = runs[runs["status"].isin(TERMINAL_STATUSES)]
 pool = finished if not finished.empty else runs
 labels = {r["run_id"]: D.run_label(r) for _, r in pool.iterrows()}
 ids = list(labels)
@@ -44,47 +33,42 @@ rid = st.selectbox("Run", ids, format_func=labels.get, key="audit_run")
 events = store.audit_events(run_id=rid)
 run = store.get_run(rid)
 
-if build_html is None:
-    st.warning(
-        "The audit report module (hdsu_core.audit) is not available yet; showing the audit trail only.", icon="🚧"
+try:
+    html = _preview(str(store.path), rid, len(events), run["status"])
+except Exception as e:  # noqa: BLE001 - show the reason instead of a traceback
+    st.error(f"Could not build the report: {e}", icon="🚫")
+    html = None
+if html:
+    d1, d2, _ = st.columns([1, 1, 3])
+    d1.download_button(
+        "Download HTML",
+        html,
+        file_name=f"hdsu-audit-{rid}.html",
+        mime="text/html",
+        icon="⬇️",
+        on_click=record_download,
+        args=(store, rid, "html", _ui.actor()),
     )
-else:
-    try:
-        html = _preview(str(store.path), rid, len(events), run["status"])
-    except Exception as e:  # noqa: BLE001 - show the reason instead of a traceback
-        st.error(f"Could not build the report: {e}", icon="🚫")
-        html = None
-    if html:
-        d1, d2, _ = st.columns([1, 1, 3])
-        d1.download_button(
-            "Download HTML",
-            html,
-            file_name=f"hdsu-audit-{rid}.html",
-            mime="text/html",
+    pdf_key = f"audit_pdf_{rid}"
+    if ss.get(pdf_key) is None:
+        if d2.button("Prepare PDF", icon="📄"):
+            try:
+                with st.spinner("Rendering PDF…"):
+                    ss[pdf_key] = build_pdf(store, rid, None, actor=_ui.actor())
+                st.rerun()
+            except Exception as e:  # noqa: BLE001 - PDF rendering needs WeasyPrint's system libraries
+                st.error(f"PDF unavailable: {e}", icon="🚫")
+    else:
+        d2.download_button(
+            "Download PDF",
+            ss[pdf_key],
+            file_name=f"hdsu-audit-{rid}.pdf",
+            mime="application/pdf",
             icon="⬇️",
-            on_click=store.log_event,
-            args=(_ui.actor(), "export_report", rid, {"format": "html", "via": "dashboard"}),
+            on_click="ignore",
         )
-        pdf_key = f"audit_pdf_{rid}"
-        if ss.get(pdf_key) is None:
-            if d2.button("Prepare PDF", icon="📄"):
-                try:
-                    with st.spinner("Rendering PDF…"):
-                        ss[pdf_key] = _build(build_pdf, rid, actor=_ui.actor())
-                    st.rerun()
-                except Exception as e:  # noqa: BLE001 - PDF rendering needs WeasyPrint's system libraries
-                    st.error(f"PDF unavailable: {e}", icon="🚫")
-        else:
-            d2.download_button(
-                "Download PDF",
-                ss[pdf_key],
-                file_name=f"hdsu-audit-{rid}.pdf",
-                mime="application/pdf",
-                icon="⬇️",
-                on_click="ignore",
-            )
-        with st.container(border=True, height=700):
-            st.html(html)
+    with st.container(border=True, height=700):
+        st.html(html)
 
 st.subheader("Audit trail")
 st.dataframe(events, hide_index=True, width="stretch")

@@ -1,7 +1,9 @@
 import streamlit as st
 
 from hdsu_core import dashboard as D
-from hdsu_core.hierarchy import Hierarchy, HierarchyError
+from hdsu_core import fmt
+from hdsu_core import workspace as W
+from hdsu_core.store import RunStatus
 from pages import _ui
 
 _ui.header(
@@ -13,7 +15,7 @@ store = _ui.store()
 ss = st.session_state
 
 runs = store.list_runs(limit=200)
-done = runs[runs["status"] == "done"] if not runs.empty else runs
+done = runs[runs["status"] == RunStatus.DONE] if not runs.empty else runs
 if done.empty:
     st.info("No finished runs yet. Launch one from the Unlearn page.", icon="ℹ️")
     st.page_link("pages/unlearn.py", label="Set up a run", icon="✂️")
@@ -44,14 +46,6 @@ def _metrics(db: str, run_id: str):
     return store.metrics(run_id)
 
 
-def _hierarchy_for(run: dict) -> Hierarchy:
-    v = run.get("hierarchy_version")
-    try:
-        return D.base_hierarchy(store, None if v is None or v != v else int(v))
-    except (HierarchyError, Exception):  # noqa: BLE001 - fall back to the working hierarchy
-        return _ui.working_hierarchy()
-
-
 db = str(store.path)
 run = store.get_run(rid)
 m = _metrics(db, rid)
@@ -70,7 +64,9 @@ if other:
     _ui.metric_card_row(D.metric_cards(_metrics(db, other)), cols_per_row=3)
 
 probes = _probes(db, rid)
-h = _hierarchy_for(run)
+h = W.run_hierarchy(store, run)
+if h is None:  # its stored version cannot be read: show the results on the working hierarchy
+    h = _ui.working_hierarchy()
 tab_map, tab_q, tab_mia, tab_gen = st.tabs(["Collateral map", "Questions", "Membership inference", "Generations"])
 
 with tab_map:
@@ -84,10 +80,7 @@ with tab_map:
             "preserved": "preserved only (retain + holdout outside the selection)",
         }.get,
     )
-    p = probes
-    if scope == "preserved" and not probes.empty:
-        targeted = h.expand_selection([c for c in (run["forget_concepts"] or []) if c in h])
-        p = probes[~probes["concept_id"].isin(targeted)]
+    p = D.preserved_probes(h, probes, run["forget_concepts"] or []) if scope == "preserved" else probes
     cmap = D.collateral_map(h, p)
     st.plotly_chart(D.collateral_figure(h, cmap, run["forget_concepts"] or []), width="stretch", key="collateral")
     st.caption(
@@ -124,10 +117,10 @@ with tab_q:
 
 with tab_mia:
     a, b = st.columns(2)
-    a.metric("MIA AUC before", "–" if m.get("mia_auc_before") is None else f"{m['mia_auc_before']:.3f}", border=True)
+    a.metric("MIA AUC before", fmt.APP.fixed(m.get("mia_auc_before")), border=True)
     b.metric(
         "MIA AUC after",
-        "–" if m.get("mia_auc") is None else f"{m['mia_auc']:.3f}",
+        fmt.APP.fixed(m.get("mia_auc")),
         border=True,
         help="0.5: forget items look like never-seen holdout items",
     )

@@ -3,7 +3,9 @@ import time
 import streamlit as st
 
 from hdsu_core import dashboard as D
-from hdsu_core.hierarchy import Concept, Hierarchy, HierarchyError
+from hdsu_core import workspace as W
+from hdsu_core.hierarchy import Concept, Hierarchy, HierarchyError, diff_summary
+from hdsu_core.icd10 import import_branch
 from pages import _ui
 
 _ui.header(
@@ -244,7 +246,7 @@ with tab_edit:
             a_id = st.text_input("Id (optional)", placeholder="derived from the name")
             if st.form_submit_button("Add"):
                 par = None if a_parent.startswith("(none") else a_parent
-                new_id = a_id.strip() or D.new_concept_id(h, a_name or "concept")
+                new_id = a_id.strip() or W.new_concept_id(h, a_name or "concept")
                 con = Concept(
                     id=new_id,
                     name=a_name.strip(),
@@ -259,7 +261,7 @@ with tab_edit:
     if ss.get("hierarchy_dirty"):
         base_h = _ui.saved_hierarchy()[0]
         diff = base_h.diff(h)
-        st.markdown(f"Pending: **{D.diff_summary(diff)}**")
+        st.markdown(f"Pending: **{diff_summary(diff)}**")
         with st.expander("Diff"):
             st.json(diff, expanded=False)
     else:
@@ -268,7 +270,7 @@ with tab_edit:
         msg = st.text_input("Message", placeholder="what changed and why")
         st.caption(f"Saved as **{_ui.actor()}**.")
         if st.form_submit_button("Save", type="primary", disabled=not ss.get("hierarchy_dirty")):
-            res = D.save_hierarchy(store, h, base, _ui.actor(), msg)
+            res = W.save_hierarchy(store, h, base, _ui.actor(), msg)
             if res["ok"]:
                 ss["hierarchy_base"] = res["version"]
                 ss["hierarchy_dirty"] = False
@@ -297,8 +299,6 @@ with tab_io:
             go_prev = st.form_submit_button("Preview")
         if go_prev:
             try:
-                from hdsu_core.icd10 import import_branch
-
                 ss["icd_preview"] = import_branch(rng)
                 ss["icd_range"] = rng
             except HierarchyError as e:
@@ -322,16 +322,10 @@ with tab_io:
                 mode = "replace"
             if mode:
                 try:
-                    merged = D.merge_branch(h, br, mode)
+                    merged = W.import_icd10_branch(store, h, br, mode, actor=_ui.actor(), icd_range=ss.get("icd_range"))
                 except HierarchyError as e:
                     _show_violations(e)
                 else:
-                    store.log_event(
-                        _ui.actor(),
-                        "import_icd10",
-                        None,
-                        {"range": ss.get("icd_range"), "mode": mode, "concepts": len(br)},
-                    )
                     ss["hierarchy"] = merged
                     _ui.set_working(merged)
                     ss.pop("icd_preview", None)
@@ -341,22 +335,21 @@ with tab_io:
         st.markdown("##### Export / upload JSON")
         st.download_button(
             "Download working hierarchy (JSON)",
-            D.hierarchy_json(h),
+            W.hierarchy_json(h),
             file_name="hierarchy.json",
             mime="application/json",
             icon="⬇️",
         )
         up = st.file_uploader("Upload a hierarchy JSON", type=["json"])
         if up is not None:
-            new_h, violations = D.parse_hierarchy_json(up.getvalue())
+            new_h, violations = W.parse_hierarchy_json(up.getvalue())
             if violations:
                 st.error(f"{up.name}: {len(violations)} problem(s); nothing was changed.", icon="🚫")
                 st.dataframe(D.violations_table(violations), hide_index=True, width="stretch")
             else:
                 st.success(f"{up.name} is valid: {len(new_h):,} concepts.", icon="✅")
                 if st.button("Use as working hierarchy", type="primary"):
-                    store.log_event(_ui.actor(), "upload_hierarchy", None, {"file": up.name, "concepts": len(new_h)})
-                    _ui.set_working(new_h)
+                    _ui.set_working(W.record_upload(store, new_h, actor=_ui.actor(), file_name=up.name))
                     _flash(f"Loaded {up.name}; save to keep it.")
                     st.rerun()
 

@@ -1,7 +1,7 @@
-import pandas as pd
 import streamlit as st
 
 from hdsu_core import dashboard as D
+from hdsu_core.demo_status import demo_model_status
 from pages import _ui
 
 _ui.header(
@@ -15,7 +15,7 @@ h = _ui.working_hierarchy()
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("The model")
-    status = D.demo_model_status()
+    status = demo_model_status()
     r = status["recipe"]
     st.markdown(
         f"The **embedded demo model** is a tiny Llama ({r['layers']} layers, hidden size {r['hidden']}, "
@@ -49,20 +49,7 @@ runs = store.list_runs(limit=8)
 if runs.empty:
     st.caption("No runs yet.")
 else:
-    rows = []
-    for _, r in runs.iterrows():
-        m = store.metrics(r["run_id"]) if r["status"] == "done" else {}
-        fc = r["forget_concepts"] or []
-        rows.append(
-            {
-                "run": r["run_id"],
-                "status": D.STATUS_ICONS.get(r["status"], r["status"]),
-                "method": r["method"],
-                "forget": ", ".join(fc) if isinstance(fc, list) else fc,
-                **D.headline(m),
-            }
-        )
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.dataframe(D.latest_runs_table(runs, store.metrics), hide_index=True, width="stretch")
 
 st.subheader("How to start")
 s1, s2, s3 = st.columns(3)

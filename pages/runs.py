@@ -1,7 +1,8 @@
 import streamlit as st
 
 from hdsu_core import dashboard as D
-from hdsu_core import jobs
+from hdsu_core import fmt, jobs
+from hdsu_core.store import ACTIVE_STATUSES, RUN_STATUSES, TERMINAL_STATUSES, RunStatus
 from pages import _ui
 
 _ui.header(
@@ -20,13 +21,13 @@ def _cancel(run_id: str) -> None:
 
 
 _all = store.list_runs(limit=200)
-_live = bool(len(_all)) and bool(_all["status"].isin(jobs.ACTIVE).any())
+_live = bool(len(_all)) and bool(_all["status"].isin(ACTIVE_STATUSES).any())
 
 
 @st.fragment(run_every=2 if _live else None)
 def active_runs() -> None:
     runs = store.list_runs(limit=200)
-    active = runs[runs["status"].isin(jobs.ACTIVE)] if not runs.empty else runs
+    active = runs[runs["status"].isin(ACTIVE_STATUSES)] if not runs.empty else runs
     if ss.get("runs_flash"):
         st.info(ss.pop("runs_flash"), icon="⏹️")
     if active.empty:
@@ -55,7 +56,7 @@ def active_runs() -> None:
             frac = float(rd.get("progress") or 0.0)
             st.progress(
                 min(1.0, max(0.0, frac)),
-                text=f"{rd.get('phase') or 'queued'} · {frac:.0%} · elapsed {D.fmt_seconds(D.elapsed_s(rd))}"
+                text=f"{rd.get('phase') or RunStatus.QUEUED} · {frac:.0%} · elapsed {fmt.duration(D.elapsed_s(rd))}"
                 + (f" · {rd['message']}" if rd.get("message") else ""),
             )
             tail = jobs.log_tail(rd["run_id"], lines=12)
@@ -74,7 +75,7 @@ if table.empty:
     st.page_link("pages/unlearn.py", label="Set up a run", icon="✂️")
 else:
     f1, f2 = st.columns([2, 3])
-    statuses = f1.multiselect("Status", list(D.STATUS_ICONS), key="runs_status", placeholder="all")
+    statuses = f1.multiselect("Status", [str(s) for s in RUN_STATUSES], key="runs_status", placeholder="all")
     shown = table if not statuses else table[runs["status"].isin(statuses).values]
     st.dataframe(
         shown,
@@ -85,17 +86,17 @@ else:
             "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
         },
     )
-    finished = runs[runs["status"].isin(["done", "failed", "cancelled"])]
+    finished = runs[runs["status"].isin(TERMINAL_STATUSES)]
     if not finished.empty:
         pick = st.selectbox("Inspect a finished run", finished["run_id"].tolist(), key="runs_inspect")
         run = store.get_run(pick)
         if run and run.get("error"):
             st.error(f"Failure reason: {run['error']}", icon="❌")
-        if run and run["status"] == "done":
+        if run and run["status"] == RunStatus.DONE:
             for row in D.run_procedure(run):
                 st.markdown(f"**{row['label']}:** {row['value']}")
         c1, c2 = st.columns(2)
-        if run and run["status"] == "done":
+        if run and run["status"] == RunStatus.DONE:
             if c1.button("Compare this run", icon="📊"):
                 ss["compare_run"] = pick
                 st.switch_page("pages/compare.py")

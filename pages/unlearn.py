@@ -2,6 +2,7 @@ import streamlit as st
 
 from hdsu_core import dashboard as D
 from hdsu_core import jobs
+from hdsu_core.compute import available_devices
 from hdsu_core.datasets import DatasetError
 from hdsu_core.engine import RunConfig
 from hdsu_core.hierarchy import HierarchyError
@@ -145,7 +146,7 @@ with st.expander("Split and compute settings"):
     s1, s2, s3, s4 = st.columns(4)
     s1.number_input("Seed", value=0, step=1, key="seed")
     s2.number_input("Holdout fraction", value=0.2, min_value=0.05, max_value=0.9, step=0.05, key="holdout_fraction")
-    devices = D.device_options()
+    devices = available_devices()
     s3.selectbox(
         "Device",
         list(devices),

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import re
+import subprocess
+import sys
 import zlib
 
 import pytest
+from markupsafe import escape
 
-from hdsu_core import audit
+from hdsu_core import audit, cli_audit
+from hdsu_core.cli import _Parser
 from hdsu_core.hierarchy import load_default
 from hdsu_core.store import Store
 
@@ -340,8 +345,6 @@ def test_html_report(store, hierarchy):
     assert f"<title>HDSU Studio audit report — run {RUN}</title>" in html
     assert "2024-05-02 09:30:00 UTC" in html
     # selected concept with its full path (autoescaped text of the path)
-    from markupsafe import escape
-
     assert str(escape(hierarchy.path_str("anxiety"))) in html
     assert str(escape(hierarchy.path_str("generalized_anxiety_disorder"))) in html
     assert "unknown concept id &#39;appendicitis_typo&#39;" in html
@@ -467,19 +470,11 @@ def test_default_hierarchy_used_when_none_given(store):
 
 
 def test_no_streamlit_import():
-    import subprocess
-    import sys
-
     code = "import sys, hdsu_core.audit, hdsu_core.cli_audit; sys.exit('streamlit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_cli_audit_report(store, tmp_path, capsys):
-    import argparse
-
-    from hdsu_core import cli_audit
-    from hdsu_core.cli import _Parser
-
     p = _Parser(prog="hdsu")
     cli_audit.register(p.add_subparsers(dest="cmd", required=True, parser_class=_Parser))
     out = tmp_path / "rep" / "r.pdf"

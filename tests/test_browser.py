@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from hdsu_core import paths
+from hdsu_core.store import Store
 
 ROOT = paths.PROJECT_ROOT
 ARTIFACTS = ROOT / "test-artifacts"
@@ -185,8 +186,6 @@ def _kill_workers(home: Path) -> None:
     db = home / "hdsu.duckdb"
     if not db.exists():
         return
-    from hdsu_core.store import Store
-
     try:
         runs = Store(str(db)).list_runs(limit=500)
     except Exception:  # noqa: BLE001 - teardown must not mask the test result

@@ -1,0 +1,71 @@
+"""How an unlearning run went, in words: the method's own account (stop reason, update steps,
+weight budget, retain repair, settle), shared by the audit report and the Runs page."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from hdsu_core import fmt
+
+STOP_REASONS = {
+    "reached_target": "reached the target: the forget questions looked like never-seen ones "
+    "(loss-attack AUC against held-back non-members at chance or below, and MCQ "
+    "accuracy no better than theirs)",
+    "max_steps": "used its whole step budget without reaching the target; the results show how far it got",
+    "time_budget": "hit its time budget without reaching the target; the results show how far it got",
+    "zero_gradient": "stopped because the update direction vanished",
+}
+
+
+def run_info(run: Mapping[str, Any] | None) -> dict:
+    """The method's own account of a run (stop reason, steps, mask, repair), stored in its summary."""
+    return dict(((run or {}).get("summary") or {}).get("info") or {})
+
+
+def _repair_text(info: Mapping[str, Any]) -> str:
+    lost, left = int(info["repair_damaged_before"]), int(info.get("repair_damaged_after") or 0)
+    if lost == 0:
+        return "No retained question that the original model answered was lost by the forget updates."
+    text = (
+        f"{lost} retained question(s) that the original model answered were lost by the forget "
+        f"updates; the retain repair restored {lost - left} of them in {int(info.get('repair_steps') or 0)} "
+        f"step(s) on the same weights, re-checking the forgetting after every step."
+    )
+    if info.get("repair_reverted"):
+        text += " Its last step was undone because it weakened the forgetting."
+    return text
+
+
+def _settle_text(info: Mapping[str, Any]) -> str:
+    text = (
+        f"The forget questions had been pushed past never-seen ones (itself a sign they were "
+        f"removed); {int(info['settle_steps'])} settle step(s) brought them back to the never-seen level."
+    )
+    if info.get("settle_reverted"):
+        text += " Its last step was undone because it let a forget question be answered again."
+    return text
+
+
+def procedure_rows(info: Mapping[str, Any]) -> list[dict]:
+    """How the unlearning run itself went, in words: why it stopped, how many update steps, how
+    many weights it was allowed to change, and what the retain repair restored."""
+    if not info:
+        return []
+    rows = []
+    reason = info.get("stopped")
+    if reason:
+        rows.append({"label": "Stopping", "value": f"The run {STOP_REASONS.get(reason, reason)}."})
+    if info.get("steps") is not None:
+        rows.append({"label": "Update steps", "value": str(info["steps"])})
+    if info.get("mask_size") is not None and info.get("mask_fraction") is not None:
+        budget = f"{int(info['mask_size']):,} ({fmt.REPORT.pct(info['mask_fraction'], 3)} of all weights)"
+        rows.append({"label": "Weights allowed to change", "value": budget})
+    if info.get("repair_damaged_before") is not None:
+        rows.append({"label": "Retain repair", "value": _repair_text(info)})
+    if info.get("settle_steps"):
+        rows.append({"label": "Settle", "value": _settle_text(info)})
+    if info.get("device"):
+        rows.append({"label": "Device", "value": str(info["device"])})
+    if info.get("dtype"):
+        rows.append({"label": "Weight precision", "value": str(info["dtype"])})
+    return rows
