@@ -18,8 +18,6 @@ from hdsu_core.hierarchy import Hierarchy, HierarchyError, validate_data
 from hdsu_core.paths import DEFAULT_HIERARCHY
 from hdsu_core.tagging import make_split
 
-_Parser = Parser  # the old name: tests/test_audit.py imports it from here
-
 
 # ------------------------------------------------------------------------------------------------
 # hierarchy

@@ -88,7 +88,7 @@ class RunConfig:
 
 def forget_selection(forget: Sequence[str] | None, dataset: str) -> list[str]:
     """The concepts a run forgets: the given ones, else the default of the dataset's kind."""
-    return forget or DEFAULT_FORGET.get(dataset_kind(dataset), [])
+    return list(forget or DEFAULT_FORGET.get(dataset_kind(dataset), []))
 
 
 def load_items(spec: str, limit: int | None = None) -> list[QAItem]:

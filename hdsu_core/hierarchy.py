@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import networkx as nx
 
@@ -407,11 +407,11 @@ class Hierarchy:
 
 def subtree_totals(
     hierarchy: Hierarchy, direct: Mapping[str, Mapping[str, float]], keys: Sequence[str]
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """The roll-up of per-concept values up the tree: for every concept of the hierarchy, each of
     ``keys`` summed over the concept and everything below it (0 where nothing is below). ``direct``
     holds the values recorded on each concept itself; ids the hierarchy lacks are ignored."""
-    out = {cid: {k: 0 for k in keys} for cid in hierarchy.graph.nodes}
+    out: dict[str, dict[str, Any]] = {cid: {k: 0 for k in keys} for cid in hierarchy.graph.nodes}  # ints stay ints
     for cid, values in direct.items():
         if cid not in hierarchy:
             continue

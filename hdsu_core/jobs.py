@@ -29,9 +29,6 @@ from hdsu_core.methods.base import Cancelled
 from hdsu_core.progress import ProgressFn, stderr_progress
 from hdsu_core.store import ACTIVE_STATUSES, RunStatus, Store
 
-# Transitional: pages/runs.py still reads jobs.ACTIVE; remove once it uses store.ACTIVE_STATUSES.
-ACTIVE = ACTIVE_STATUSES
-
 
 def log_path(run_id: str) -> Path:
     return paths.jobs_dir() / f"{run_id}.log"

@@ -13,7 +13,7 @@ import pytest
 from markupsafe import escape
 
 from hdsu_core import audit, cli_audit
-from hdsu_core.cli import _Parser
+from hdsu_core.cli_common import Parser
 from hdsu_core.hierarchy import load_default
 from hdsu_core.store import Store
 
@@ -475,8 +475,8 @@ def test_no_streamlit_import():
 
 
 def test_cli_audit_report(store, tmp_path, capsys):
-    p = _Parser(prog="hdsu")
-    cli_audit.register(p.add_subparsers(dest="cmd", required=True, parser_class=_Parser))
+    p = Parser(prog="hdsu")
+    cli_audit.register(p.add_subparsers(dest="cmd", required=True, parser_class=Parser))
     out = tmp_path / "rep" / "r.pdf"
     a = p.parse_args(["audit", "report", RUN, "--format", "pdf", "--out", str(out), "--db", str(store.path)])
     assert a.fn(a) == 0

@@ -10,9 +10,8 @@ import torch
 from test_methods import toy  # noqa: F401  (module-scoped toy data set and recipe)
 
 from hdsu_core import audit, jobs
-from hdsu_core import dashboard as D
 from hdsu_core.cli import main
-from hdsu_core.compute import ModelError, model_device, resolve_device, resolve_dtype
+from hdsu_core.compute import ModelError, available_devices, model_device, resolve_device, resolve_dtype
 from hdsu_core.engine import RunConfig, run_unlearning
 from hdsu_core.metrics import changed_fraction
 from hdsu_core.store import Store
@@ -70,8 +69,8 @@ def test_launch_refuses_a_missing_gpu(tmp_path, monkeypatch):
     assert store.list_runs().empty
 
 
-def test_dashboard_offers_only_devices_that_exist():
-    opts = D.device_options()
+def test_unlearn_page_offers_only_devices_that_exist():
+    opts = available_devices()
     assert list(opts)[:2] == ["auto", "cpu"]
     gpus = [k for k in opts if k.startswith("cuda:")]
     assert len(gpus) == torch.cuda.device_count()

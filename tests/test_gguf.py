@@ -19,10 +19,10 @@ gguf = pytest.importorskip(
 )
 
 from hdsu_core import datasets  # noqa: E402
-from hdsu_core.compute import set_seed
-from hdsu_core.encoding import PROMPT, encode_qa, qa_texts
-from hdsu_core.models import load_model, weights_hash
-from hdsu_core.training import tiny_llama, train_tokenizer
+from hdsu_core.compute import set_seed  # noqa: E402
+from hdsu_core.encoding import PROMPT, encode_qa, qa_texts  # noqa: E402
+from hdsu_core.models import load_model, weights_hash  # noqa: E402
+from hdsu_core.training import tiny_llama, train_tokenizer  # noqa: E402
 
 RECIPE = {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 128, "max_len": 64}
 SAMPLES = [

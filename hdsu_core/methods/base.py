@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -39,7 +39,7 @@ class Cancelled(Exception):
 class UnlearnContext:
     model: torch.nn.Module  # edited in place
     ref_model: torch.nn.Module  # frozen copy of the model before unlearning
-    tok: object
+    tok: Any  # a Hugging Face tokenizer
     forget: Sequence[QAItem]
     retain: Sequence[QAItem]
     calibration: Sequence[QAItem]  # non-members: the loss level an unlearned item should reach
@@ -100,7 +100,7 @@ class StopRule:
         self.last_calib_acc: float | None = None
         self.t0 = time.time()
         self.last_forget_loss = mean_answer_loss(ctx.model, ctx.tok, ctx.forget_enc)
-        self.last_auc = None
+        self.last_auc: float | None = None
         self.last_forget_losses: list[float] | None = None  # per forget item, at the last check
         self.last_calib_losses: list[float] | None = None
         self.reason = "max_steps"

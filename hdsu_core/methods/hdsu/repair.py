@@ -40,6 +40,7 @@ def repair_retain(st: HDSUState, step: int) -> dict:
     # gets its retained items back, without moving further from the target).
     if stop.reason != "reached_target":
         stop.check(step)
+    assert stop.last_auc is not None  # measured: the repair runs only with calibration items
     start = (stop.last_auc, stop.last_forget_acc)
     good = st.weights.snapshot()
     guards = guard_batches(st)
@@ -88,14 +89,18 @@ def still_damaged(st: HDSUState, watch: list) -> list:
     return [it for it, m in zip(watch, option_margins(st.model, ctx.tok, watch, ctx.max_len)) if m <= 0]
 
 
-def forget_side_ok(st: HDSUState, step: int, auc0: float | None, facc0: float | None) -> bool:
+def forget_side_ok(st: HDSUState, step: int, auc0: float, facc0: float | None) -> bool:
     """Re-check the stop rule; True when the forget side is no worse than the target or than at
-    the start of the repair (reaching the target implies both conditions)."""
+    the start of the repair (reaching the target implies both conditions). The repair runs only
+    with calibration items, so the check always measures an AUC (and, with ``facc0``, MCQ)."""
     stop = st.stop
     stop.check(step)
+    assert stop.last_auc is not None
     auc_ok = stop.last_auc <= max(st.s["stop_auc"], auc0)
-    mcq_ok = facc0 is None or stop.last_forget_acc <= max(stop.last_calib_acc, facc0)
-    return auc_ok and mcq_ok
+    if facc0 is None:
+        return auc_ok
+    assert stop.last_forget_acc is not None and stop.last_calib_acc is not None
+    return auc_ok and stop.last_forget_acc <= max(stop.last_calib_acc, facc0)
 
 
 def capped(st: HDSUState, items: list, n: int) -> list:

@@ -18,7 +18,8 @@ import torch
 from hdsu_core.encoding import Encoded, collate
 from hdsu_core.tagging import TermIndex
 
-ROLE_PUSH = {"answer": 1.0, "target": None, "answer_shared": None, "preserve": 0.0, "template": 0.0}
+# Push weight of the roles whose weight is fixed; target and answer_shared take theirs from the settings.
+ROLE_PUSH = {"answer": 1.0, "preserve": 0.0, "template": 0.0}
 ROLES = ("answer", "answer_shared", "target", "preserve", "template")
 
 

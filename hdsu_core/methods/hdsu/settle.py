@@ -43,7 +43,8 @@ def settle_forget(st: HDSUState, step: int) -> dict:
         if not st.weights.apply(g, s["settle_step_norm"]):
             break
         stop.check(step + r)
-        if stop.last_forget_acc is not None and stop.last_forget_acc > stop.last_calib_acc:
+        facc, cacc = stop.last_forget_acc, stop.last_calib_acc  # set together by every MCQ check
+        if facc is not None and cacc is not None and facc > cacc:
             st.weights.restore(good)
             info["settle_reverted"] = True
             stop.check(step + r)
@@ -59,7 +60,7 @@ def over_forgotten(st: HDSUState) -> list:
     """Forget items whose answer loss at the last check is above the non-member median."""
     stop = st.stop
     level = float(torch.tensor(stop.last_calib_losses).median())
-    return [e for e, loss in zip(st.ctx.forget_enc, stop.last_forget_losses) if loss > level]
+    return [e for e, loss in zip(st.ctx.forget_enc, stop.last_forget_losses or []) if loss > level]
 
 
 def pull_back_grad(st: HDSUState, over: list) -> torch.Tensor:

@@ -31,7 +31,7 @@ class AtRiskRetain:
         self.seen_max = 0  # the most at-risk items held at once (reported)
 
     def refresh(self, model) -> None:
-        if not self.pool:
+        if not self.pool or self.pool_ref is None:
             return
         rise = torch.tensor(item_answer_losses(model, self.ctx.tok, self.pool)) - self.pool_ref
         order = torch.argsort(rise, descending=True)[: self.s["hold_at_risk"]]
