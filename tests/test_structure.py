@@ -149,14 +149,20 @@ def resolve_import(node: ast.Import | ast.ImportFrom, importer: str, is_package:
     return out
 
 
-def import_graph(pkg_dir: Path, pkg_name: str = PACKAGE) -> nx.DiGraph:
-    """Module -> module edges of the module-level imports inside the package; each edge keeps the lines."""
+def all_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement, also those inside functions (lazy ones)."""
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def import_graph(pkg_dir: Path, pkg_name: str = PACKAGE, *, lazy: bool = False) -> nx.DiGraph:
+    """Module -> module edges of the module-level imports inside the package (with ``lazy``, of
+    every import, also inside functions); each edge keeps the lines."""
     files = {module_name(p, pkg_dir, pkg_name): p for p in package_files(pkg_dir)}
     modules = set(files)
     g = nx.DiGraph()
     g.add_nodes_from(modules)
     for mod, path in files.items():
-        for node in module_level_imports(_tree(path)):
+        for node in (all_imports if lazy else module_level_imports)(_tree(path)):
             for target in resolve_import(node, mod, path.name == "__init__.py", modules):
                 if target != mod:
                     g.add_edge(mod, target)
@@ -180,6 +186,43 @@ def _cycle_text(g: nx.DiGraph, cycle: list[str]) -> str:
     for a, b in zip(cycle, cycle[1:] + cycle[:1]):
         hops.append(f"{a} -> {b} ({', '.join(g.edges[a, b]['lines'])})")
     return "  cycle: " + " -> ".join([*cycle, cycle[0]]) + "\n" + "\n".join(f"      {h}" for h in hops)
+
+
+# ---- layers ------------------------------------------------------------------------------------
+
+# The layer of each top-level module or package of hdsu_core (docs/architecture.md, "Layering"):
+# a module imports only modules of its own layer or below, lazily or not.
+LAYERS = {
+    **dict.fromkeys(["paths", "datasets", "hierarchy", "icd10", "demo_kb", "store", "metrics", "fmt"], 0),
+    "tagging": 1,
+    **dict.fromkeys(["compute", "progress"], 2),
+    "encoding": 3,
+    "losses": 4,
+    "probes": 5,
+    "models": 6,
+    "training": 7,
+    "demo_model": 8,
+    "methods": 9,
+    "engine": 10,
+    **dict.fromkeys(["lifecycle", "jobs", "audit", "bench", "workspace", "demo_status"], 11),
+    **dict.fromkeys(["cli", "cli_common", "cli_engine", "cli_audit", "__main__"], 12),
+    "dashboard": 13,
+}
+
+
+def layer_violations(g: nx.DiGraph, layers: dict[str, int], pkg_name: str = PACKAGE) -> list[str]:
+    """Imports from a lower layer up to a higher one, and modules no layer is given for."""
+
+    def layer(module: str) -> int | None:
+        parts = module.split(".")
+        return -1 if len(parts) == 1 else layers.get(parts[1])  # the package __init__ sits below all
+
+    out = [f"{m}: no layer (add it to LAYERS and docs/architecture.md)" for m in sorted(g.nodes) if layer(m) is None]
+    for a, b in sorted(g.edges):
+        la, lb = layer(a), layer(b)
+        if la is not None and lb is not None and lb > la:
+            out.append(f"{a} (layer {la}) imports {b} (layer {lb}) at {', '.join(g.edges[a, b]['lines'])}")
+    return out
 
 
 # ---- per-function rules ------------------------------------------------------------------------
@@ -277,6 +320,13 @@ def test_no_import_cycles():
     )
 
 
+def test_imports_run_down_the_layers():
+    offenders = layer_violations(import_graph(PKG_DIR, lazy=True), LAYERS)
+    assert not offenders, "imports against the layering (docs/architecture.md):\n" + "\n".join(
+        f"  {o}" for o in offenders
+    )
+
+
 def test_functions_are_short():
     offenders = long_functions(PKG_DIR)
     assert not offenders, (
@@ -337,6 +387,25 @@ def test_cycle_finder_catches_a_planted_cycle(tmp_path):
     assert import_cycles(pkg, "pkg") == [["pkg.a", "pkg.b", "pkg.c"]]
     g = import_graph(pkg, "pkg")
     assert "pkg/b.py:1" in _cycle_text(g, ["pkg.a", "pkg.b", "pkg.c"])
+
+
+def test_layer_checker_catches_an_upward_lazy_import(tmp_path):
+    pkg = _plant(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "low.py": "def f():\n    from pkg import high  # lazy: planted\n",
+            "high.py": "from pkg import low\n",
+            "stray.py": "",
+        },
+    )
+    layers = {"low": 0, "high": 1}
+    assert layer_violations(import_graph(pkg, "pkg"), layers) == [
+        "pkg.stray: no layer (add it to LAYERS and docs/architecture.md)"
+    ]
+    found = layer_violations(import_graph(pkg, "pkg", lazy=True), layers)
+    assert len(found) == 2 and found[1].startswith("pkg.low (layer 0) imports pkg.high (layer 1) at ")
+    assert found[1].endswith("pkg/low.py:2")
 
 
 def test_cycle_finder_resolution_rules(tmp_path):
