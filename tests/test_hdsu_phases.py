@@ -10,7 +10,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hdsu_core.methods.hdsu.geometry import MaskedWeights, damped_step_norm, update_direction
+from hdsu_core.methods.hdsu.geometry import (
+    MaskedWeights,
+    conflict_stats,
+    damped_step_norm,
+    project_conflicting,
+    update_direction,
+)
 from hdsu_core.methods.hdsu.mask import split_by_param, top_k_mask
 from hdsu_core.methods.hdsu.push import forget_rows, refresh_focus
 from hdsu_core.methods.hdsu.settings import DEFAULTS
@@ -131,3 +137,14 @@ def test_forget_rows_all_when_few_seeded_sample_when_many():
     assert len(rows) == 4 and rows == sorted(rows) and len(set(rows)) == 4
     st.ctx.rng = random.Random(0)
     assert forget_rows(st).tolist() == rows  # seeded
+
+
+def test_conflict_stats_measure_what_the_projection_removes():
+    g = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        g_f, g_r = torch.randn(20, generator=g), torch.randn(20, generator=g)
+        cos, removed = conflict_stats(g_f, g_r)
+        assert cos == pytest.approx(float(torch.nn.functional.cosine_similarity(g_f, g_r, dim=0)), abs=1e-5)
+        taken = float((g_f - project_conflicting(g_f, g_r)).norm() / g_f.norm())
+        assert removed == pytest.approx(taken, abs=1e-5)  # 0 when they do not conflict
+    assert conflict_stats(torch.zeros(3), torch.ones(3)) == (0.0, 0.0)

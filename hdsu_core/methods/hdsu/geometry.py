@@ -46,6 +46,16 @@ def update_direction(g_f: torch.Tensor, g_r: torch.Tensor, s: dict) -> tuple[tor
     return g_f + s["retain_weight"] * g_r, False
 
 
+def conflict_stats(g_f: torch.Tensor, g_r: torch.Tensor) -> tuple[float, float]:
+    """cos(g_f, g_r) and the share of |g_f| that ``project_conflicting`` removes (|<g_f,g_r>| /
+    (|g_r| |g_f|) when they conflict, else 0): how much of the push the geometry gives away."""
+    nf, nr = float(g_f.norm()), float(g_r.norm())
+    if nf == 0 or nr == 0:
+        return 0.0, 0.0
+    cos = float(torch.dot(g_f, g_r)) / (nf * nr)
+    return cos, max(0.0, -cos)
+
+
 def damped_step_norm(step_norm: float, last_side: bool | None, auc: float | None, s: dict):
     """Rprop-style damping: each time the calibration AUC crossed ``stop_auc`` since the last
     check the run has overshot, so the step norm is multiplied by ``step_decay`` (not below

@@ -94,6 +94,7 @@ def run_info(st: HDSUState, params: list, t0: float) -> dict:
         "mask_by_param": {n: int(m.sum()) for n, _, m in st.weights.masked},
         "conflicting_steps": st.conflicts,
         "at_risk_held_max": st.at_risk.seen_max,
+        **st.push_stats.summary(),
         **st.info,
         "token_roles": st.forget.role_counts,
         "method_seconds": round(time.time() - t0, 2),

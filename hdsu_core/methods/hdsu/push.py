@@ -8,7 +8,7 @@ import torch
 
 from hdsu_core.encoding import collate
 from hdsu_core.losses import answer_nll, kl_to_ref, next_token_logp, pick_token_logprobs, retain_hold_with_kl, token_npo
-from hdsu_core.methods.hdsu.geometry import damped_step_norm, update_direction
+from hdsu_core.methods.hdsu.geometry import conflict_stats, damped_step_norm, update_direction
 from hdsu_core.methods.hdsu.state import HDSUState
 
 
@@ -22,6 +22,7 @@ def push_until_stop(st: HDSUState) -> None:
             st.at_risk.refresh(st.model)
             st.step_norm, st.last_side = damped_step_norm(st.step_norm, st.last_side, st.stop.last_auc, s)
         g_f, g_r = step_grads(st)
+        st.push_stats.add(*conflict_stats(g_f, g_r))
         g, conflict = update_direction(g_f, g_r, s)
         st.conflicts += conflict
         if not st.weights.apply(g, st.step_norm):

@@ -46,6 +46,30 @@ class AtRiskRetain:
 
 
 @dataclass
+class PushStats:
+    """Per push step: cos(g_f, g_r) and the share of the push the projection removed (reported as
+    means over the run and over its first and last ten steps, to see whether the conflict grows)."""
+
+    cos: list[float] = field(default_factory=list)
+    removed: list[float] = field(default_factory=list)
+
+    def add(self, cos: float, removed: float) -> None:
+        self.cos.append(cos)
+        self.removed.append(removed)
+
+    def summary(self) -> dict[str, float | None]:
+        def mean(xs: list[float]) -> float | None:
+            return round(sum(xs) / len(xs), 4) if xs else None
+
+        return {
+            "push_cos_mean": mean(self.cos),
+            "push_cos_first10": mean(self.cos[:10]),
+            "push_cos_last10": mean(self.cos[-10:]),
+            "projection_removed_mean": mean(self.removed),
+        }
+
+
+@dataclass
 class HDSUState:
     ctx: UnlearnContext
     s: dict  # the run's settings (defaults + overrides)
@@ -63,6 +87,7 @@ class HDSUState:
     step_norm: float = 0.0  # current (damped) norm of a push step
     last_side: bool | None = None  # calibration AUC above stop_auc at the last check
     info: dict = field(default_factory=lambda: {"repair_steps": 0})  # what repair / settle report
+    push_stats: PushStats = field(default_factory=PushStats)
 
     @property
     def model(self) -> torch.nn.Module:
