@@ -196,6 +196,8 @@ def run_bench(
                     **{k: r.get(k) for k in KEYS},
                     "stopped": r["info"].get("stopped"),
                     "steps": r["info"].get("steps"),
+                    "unlearn_seconds": r.get("unlearn_seconds"),
+                    "step_seconds": r["info"].get("step_seconds"),
                 }
             )
         if store is not None:
@@ -258,3 +260,35 @@ def format_table(rows: list[dict]) -> str:
     table = [[short[c] for c in cols]] + [[fmt(c, r.get(c)) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in table)
+
+
+# (numerator, denominator) of the time ratios printed under the bench table, when both ran.
+RATIO_PAIRS = (("hdsu", "grad_diff"), ("hdsu", "grad_diff_masked"), ("hdsu", "npo_masked"))
+
+
+def format_time_ratios(rows: list[dict]) -> str:
+    """Per dataset and pair of ``RATIO_PAIRS`` that both ran in these rows (one bench run):
+    ``hdsu / grad_diff: run time X.XX×, one step Y.YY×``. Run time is the method's own run
+    (``unlearn_seconds``: mask selection, every step and check, repair and settle; not the model
+    load and probes every method shares); one step is ``step_seconds``, the mean update step
+    without the stop rule's checks. Means over the seeds when there are several. "" when none."""
+    lines = []
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        by_method: dict[str, list[dict]] = {}
+        for r in rows:
+            if r["dataset"] == ds:
+                by_method.setdefault(r["method"], []).append(r)
+        for a, b in RATIO_PAIRS:
+            if a in by_method and b in by_method:
+                run = _ratio(_mean(by_method[a], "unlearn_seconds"), _mean(by_method[b], "unlearn_seconds"))
+                step = _ratio(_mean(by_method[a], "step_seconds"), _mean(by_method[b], "step_seconds"))
+                lines.append(f"{a} / {b}: run time {_times(run)}, one step {_times(step)} ({str(ds)[:28]})")
+    return "\n".join(lines)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _times(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}×"

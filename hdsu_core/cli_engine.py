@@ -11,6 +11,9 @@ import sys
 
 from hdsu_core.progress import ProgressFn, no_progress, stderr_progress
 
+# The bench's default methods: HDSU, the baselines, then the fair-comparison ones (docs/method.md).
+BENCH_METHODS = "hdsu,grad_ascent,grad_diff,npo,grad_diff_masked,npo_masked,simnpo"
+
 
 def _progress(quiet: bool) -> ProgressFn:
     return no_progress if quiet else stderr_progress
@@ -106,7 +109,13 @@ def cmd_run(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from hdsu_core.bench import format_summary, format_table, run_bench, summarise_seeds  # lazy: torch
+    from hdsu_core.bench import (  # lazy: torch
+        format_summary,
+        format_table,
+        format_time_ratios,
+        run_bench,
+        summarise_seeds,
+    )
     from hdsu_core.compute import resolve_compute  # lazy: torch
     from hdsu_core.methods import available  # lazy: torch
 
@@ -144,6 +153,9 @@ def cmd_bench(a) -> int:
         print(json.dumps(rows + summary, indent=2, default=str))
     else:
         print(format_table(rows))
+        ratios = format_time_ratios(rows)
+        if ratios:
+            print("\n" + ratios)
         if summary:
             print("\nover seeds " + ",".join(map(str, seeds)) + " (targets: met/judged)")
             print(format_summary(summary))
@@ -200,7 +212,7 @@ def register(sub) -> None:
 
     x = sub.add_parser("bench", help="all methods + retrain reference on the same split")
     x.add_argument("--dataset", action="append", help="demo or KIND:PATH (repeatable)")
-    x.add_argument("--methods", default="hdsu,grad_ascent,grad_diff,npo", help="comma-separated method names")
+    x.add_argument("--methods", default=BENCH_METHODS, help="comma-separated method names")
     x.add_argument(
         "--forget",
         default="",

@@ -150,6 +150,16 @@ def npo_loss(model, ref_model, ids, att, weights: torch.Tensor, beta: float) -> 
     return (2.0 / beta) * torch.nn.functional.softplus(beta * ratio).mean()
 
 
+def simnpo_loss(model, ids, att, labels, beta: float, delta: float = 0.0) -> torch.Tensor:
+    """SimNPO's forget loss (Fan et al. 2024, as open-unlearning's ``trainer/unlearn/simnpo.py``
+    computes it): reference-free and length-normalised,
+    L = -(2/beta) * mean_i log sigmoid(beta * (NLL_i / |y_i| - delta)), with NLL_i / |y_i| the
+    mean answer-token NLL of item i. Like NPO's, its gradient fades as an item's likelihood falls;
+    the normalisation keeps long answers from dominating."""
+    nll = answer_nll(model, ids, att, labels)  # the summed answer NLL / the answer length
+    return -torch.nn.functional.logsigmoid(beta * (nll - delta)).mean() * 2.0 / beta
+
+
 def token_npo(lp: torch.Tensor, lp_ref: torch.Tensor, w: torch.Tensor, norm_w: torch.Tensor, beta: float):
     """Token-level NPO from token log-probs (B, T-1):
     (2/beta) * sum_t w_t softplus(beta * (log p_t - log p_ref_t)) / sum_t norm_w_t.

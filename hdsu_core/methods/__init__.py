@@ -7,7 +7,7 @@ A method is a class with ``name``, ``defaults`` (its settings) and ``run(ctx) ->
 from __future__ import annotations
 
 # Import for registration side effects.
-from hdsu_core.methods import grad_ascent, grad_diff, hdsu, npo  # noqa: F401
+from hdsu_core.methods import grad_ascent, grad_diff, hdsu, masked_baselines, npo, simnpo  # noqa: F401
 from hdsu_core.methods.base import METHODS, UnlearnContext, get_method, register  # noqa: F401
 
 

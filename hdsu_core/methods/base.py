@@ -104,8 +104,16 @@ class StopRule:
         self.last_forget_losses: list[float] | None = None  # per forget item, at the last check
         self.last_calib_losses: list[float] | None = None
         self.reason = "max_steps"
+        self.check_seconds = 0.0  # wall time spent in ``done`` (the cancel poll and the checks), summed
 
     def done(self, step: int) -> bool:
+        t = time.perf_counter()
+        try:
+            return self._done(step)
+        finally:
+            self.check_seconds += time.perf_counter() - t
+
+    def _done(self, step: int) -> bool:
         if self.ctx.should_cancel():
             raise Cancelled()
         if step >= self.max_steps:
@@ -155,21 +163,42 @@ class StopRule:
         return self.last_auc is not None and self.last_auc <= self.stop_auc and mcq_ok
 
 
-def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict) -> dict:
-    """Adam over all parameters until the stop rule fires (shared by the baselines)."""
+def step_seconds(loop_seconds: float, check_seconds: float, steps: int) -> float | None:
+    """Mean wall time of one update step: the loop's time less the stop rule's (None: no step)."""
+    return (loop_seconds - check_seconds) / steps if steps > 0 else None
+
+
+def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict, masks: dict[str, torch.Tensor] | None = None) -> dict:
+    """Adam until the stop rule fires (shared by the baselines): over all parameters, or with
+    ``masks`` ({param name: bool mask}) over the masked tensors only, their gradient zeroed
+    outside the mask before clipping. Adam (no weight decay) turns a gradient that is always 0
+    into a step of exactly 0, so only masked weights change."""
     torch.manual_seed(ctx.seed)
-    params = [p for p in ctx.model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
+    # Unmasked tensors take no gradient during the loop (cheaper backward passes), as in HDSU.
+    frozen = [p for n, p in named if masks is not None and n not in masks]
+    named = [(n, p) for n, p in named if masks is None or n in masks]
+    _set_requires_grad(frozen, False)
+    params = [p for _, p in named]
     opt = torch.optim.Adam(params, lr=s["lr"])
     stop = StopRule(ctx, s["check_every"], s["max_steps"], s["time_budget_s"], s["stop_auc"], s["stop_mcq"])
     ctx.model.train()
-    step = 0
-    while not stop.done(step):
-        loss = loss_fn()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, s.get("clip", 1.0))
-        opt.step()
-        step += 1
+    step, t_loop = 0, time.perf_counter()
+    try:
+        while not stop.done(step):
+            loss = loss_fn()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if masks is not None:
+                for n, p in named:
+                    if p.grad is not None:
+                        p.grad.masked_fill_(~masks[n], 0.0)
+            torch.nn.utils.clip_grad_norm_(params, s.get("clip", 1.0))
+            opt.step()
+            step += 1
+    finally:
+        _set_requires_grad(frozen, True)
+    loop_seconds = time.perf_counter() - t_loop
     ctx.model.eval()
     return {
         "steps": step,
@@ -177,7 +206,13 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict) -> dict:
         "forget_loss": stop.last_forget_loss,
         "target_loss": ctx.target_loss,
         "calibration_auc": stop.last_auc,
+        "step_seconds": step_seconds(loop_seconds, stop.check_seconds, step),
     }
+
+
+def _set_requires_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
 
 
 BASELINE_DEFAULTS = {

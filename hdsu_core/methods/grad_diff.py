@@ -4,6 +4,21 @@ from hdsu_core.losses import answer_nll
 from hdsu_core.methods.base import BASELINE_DEFAULTS, full_param_loop, register
 
 
+def grad_diff_objective(ctx, s: dict):
+    """The GradDiff objective on a fresh forget and retain batch per call (shared with the masked variant)."""
+
+    def loss():
+        ids, att, labels = ctx.batch(ctx.rng.sample(ctx.forget_enc, min(s["forget_batch"], len(ctx.forget_enc))))
+        out = -answer_nll(ctx.model, ids, att, labels).mean()
+        rb = ctx.retain_batch(s["retain_batch"])
+        if rb:
+            ids, att, labels = ctx.batch(rb)
+            out = out + s["retain_weight"] * answer_nll(ctx.model, ids, att, labels).mean()
+        return out
+
+    return loss
+
+
 @register
 class GradDiff:
     name = "grad_diff"
@@ -11,14 +26,4 @@ class GradDiff:
 
     def run(self, ctx) -> dict:
         s = {**self.defaults, **ctx.settings}
-
-        def loss():
-            ids, att, labels = ctx.batch(ctx.rng.sample(ctx.forget_enc, min(s["forget_batch"], len(ctx.forget_enc))))
-            out = -answer_nll(ctx.model, ids, att, labels).mean()
-            rb = ctx.retain_batch(s["retain_batch"])
-            if rb:
-                ids, att, labels = ctx.batch(rb)
-                out = out + s["retain_weight"] * answer_nll(ctx.model, ids, att, labels).mean()
-            return out
-
-        return full_param_loop(ctx, loss, s)
+        return full_param_loop(ctx, grad_diff_objective(ctx, s), s)

@@ -6,15 +6,14 @@ import time
 
 import torch
 
-from hdsu_core.losses import token_logprobs, token_npo_loss
-from hdsu_core.methods.base import StopRule, UnlearnContext, register
+from hdsu_core.losses import token_logprobs
+from hdsu_core.methods.base import StopRule, UnlearnContext, register, step_seconds
 from hdsu_core.methods.hdsu.geometry import MaskedWeights
-from hdsu_core.methods.hdsu.mask import select_mask
 from hdsu_core.methods.hdsu.push import push_until_stop
 from hdsu_core.methods.hdsu.repair import repair_retain
-from hdsu_core.methods.hdsu.roles import forget_batch
 from hdsu_core.methods.hdsu.settings import DEFAULTS
 from hdsu_core.methods.hdsu.settle import settle_forget
+from hdsu_core.methods.hdsu.shared_mask import batch_and_mask
 from hdsu_core.methods.hdsu.state import AtRiskRetain, HDSUState
 
 ENDS_WITH_REPAIR = ("reached_target", "max_steps")  # stop reasons after which repair and settle run
@@ -32,26 +31,23 @@ class HDSU:
         params = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
         st = prepare(ctx, s, params)
         try:
+            t_push = time.perf_counter()
             push_until_stop(st)
+            # One push step: the push loop's wall time less the stop rule's (checks, cancel polls).
+            per_step = step_seconds(time.perf_counter() - t_push, st.stop.check_seconds, st.step)
             finish(st)
         finally:
             for _, p in params:
                 p.requires_grad_(True)
         ctx.model.zero_grad(set_to_none=True)
         ctx.model.eval()
-        return run_info(st, params, t0)
+        return {**run_info(st, params, t0), "step_seconds": per_step}
 
 
 def prepare(ctx: UnlearnContext, s: dict, params: list) -> HDSUState:
     """Token weights, the Fisher-scored mask (only masked tensors keep gradients from here on:
     cheaper backward passes), the reference log-probs and the stop rule."""
-    fb = forget_batch(ctx, s)
-
-    def push_loss(rows):
-        return token_npo_loss(ctx.model, ctx.ref_model, fb.ids[rows], fb.att[rows], fb.push_w[rows], s["beta"])
-
-    ctx.progress("unlearn", 0.0, "scoring parameters (Fisher forget vs retain)")
-    masks, k, total = select_mask(ctx, ctx.model, params, push_loss, s)
+    fb, masks, k, total = batch_and_mask(ctx, s, params)
     for n, p in params:
         p.requires_grad_(n in masks)
     weights = MaskedWeights([(n, p, masks[n]) for n, p in params if n in masks])
