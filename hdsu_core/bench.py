@@ -7,8 +7,9 @@ import time
 from typing import Sequence
 
 from hdsu_core.audit import TARGETS as AUDIT_TARGETS
-from hdsu_core.engine import RunConfig, forget_selection, retrain_reference, run_unlearning
+from hdsu_core.engine import RunConfig, check_settings, forget_selection, retrain_reference, run_unlearning
 from hdsu_core.lifecycle import create_run, execute_run
+from hdsu_core.methods import get_method
 from hdsu_core.progress import ProgressFn, no_progress
 
 KEYS = [
@@ -130,6 +131,25 @@ def format_summary(summary: list[dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in table)
 
 
+def method_settings(methods: Sequence[str], overrides: dict[str, object]) -> dict[str, dict]:
+    """Per-method settings from ``bench --set``: ``KEY`` goes to every benched method that has that
+    setting (e.g. ``mask_fraction`` to hdsu and the masked baselines, for a budget curve),
+    ``METHOD:KEY`` to that method only. A key no benched method has is refused (a typo would
+    otherwise run the defaults silently)."""
+    out: dict[str, dict] = {m: {} for m in methods}
+    for spec, value in overrides.items():
+        method, _, key = spec.rpartition(":")
+        targets = [method] if method else [m for m in methods if key in get_method(m).defaults]
+        if method and method not in out:
+            raise ValueError(f"--set {spec}: {method!r} is not among the benched methods ({', '.join(methods)})")
+        if not targets:
+            raise ValueError(f"--set {spec}: no benched method has the setting {key!r}")
+        for m in targets:
+            check_settings(m, {key: value})
+            out[m][key] = value
+    return {m: v for m, v in out.items() if v}
+
+
 def run_bench(
     datasets: Sequence[str],
     methods: Sequence[str],
@@ -198,6 +218,7 @@ def run_bench(
                     "steps": r["info"].get("steps"),
                     "unlearn_seconds": r.get("unlearn_seconds"),
                     "step_seconds": r["info"].get("step_seconds"),
+                    **({"settings": cfg.settings} if cfg.settings else {}),
                 }
             )
         if store is not None:

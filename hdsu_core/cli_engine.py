@@ -113,6 +113,7 @@ def cmd_bench(a) -> int:
         format_summary,
         format_table,
         format_time_ratios,
+        method_settings,
         run_bench,
         summarise_seeds,
     )
@@ -124,6 +125,7 @@ def cmd_bench(a) -> int:
     if bad:
         raise ValueError(f"unknown method(s) {bad}; available: {', '.join(available())}")
     forget = [f for f in (a.forget or "").split(",") if f.strip()] or None
+    settings = method_settings(methods, _settings(a.set))  # a bad --set fails before any work
     resolve_compute(a.device, a.dtype)  # a missing GPU fails before any work
     seeds = [a.seed]
     if a.seeds:
@@ -143,6 +145,7 @@ def cmd_bench(a) -> int:
             progress=_progress(a.quiet),
             retrain=not a.no_retrain,
             limit=a.limit,
+            settings=settings,
             device=a.device,
             dtype=a.dtype,
             model=a.model,
@@ -185,6 +188,20 @@ def cmd_worker(a) -> int:
 
 def register(sub) -> None:
     """Add run, bench, demo and worker to the top-level subparsers of ``cli.py``."""
+    _add_run(sub)
+    _add_bench(sub)
+    x = sub.add_parser("demo", help="build the demo model if needed and run one hdsu run")
+    x.add_argument("--forget", default="anxiety", help="concept ids to forget (default anxiety)")
+    x.add_argument("--db", help="DuckDB file (default var/hdsu.duckdb or $HDSU_DB)")
+    x.set_defaults(fn=cmd_demo)
+
+    x = sub.add_parser("worker", help="(internal) execute a queued run")
+    x.add_argument("run_id")
+    x.add_argument("--db")
+    x.set_defaults(fn=cmd_worker)
+
+
+def _add_run(sub) -> None:
     x = sub.add_parser("run", help="one unlearning run")
     x.add_argument("--model", default="demo", help="demo (embedded) or a local HF model directory / .gguf file")
     x.add_argument("--method", default="hdsu", help="hdsu, grad_ascent, grad_diff or npo (default hdsu)")
@@ -210,6 +227,8 @@ def register(sub) -> None:
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     x.set_defaults(fn=cmd_run)
 
+
+def _add_bench(sub) -> None:
     x = sub.add_parser("bench", help="all methods + retrain reference on the same split")
     x.add_argument("--dataset", action="append", help="demo or KIND:PATH (repeatable)")
     x.add_argument("--methods", default=BENCH_METHODS, help="comma-separated method names")
@@ -245,16 +264,13 @@ def register(sub) -> None:
         "(a tiny model's retrain reference trains on the CPU; with --inject on this device)",
     )
     x.add_argument("--dtype", default="float32", help="weight precision of the unlearning runs: float32 or bfloat16")
+    x.add_argument(
+        "--set",
+        action="append",
+        metavar="[METHOD:]KEY=VALUE",
+        help="method setting (repeatable): KEY=VALUE for every benched method that has KEY "
+        "(e.g. mask_fraction=0.01 for a budget point), METHOD:KEY=VALUE for one method",
+    )
     x.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     x.set_defaults(fn=cmd_bench)
-
-    x = sub.add_parser("demo", help="build the demo model if needed and run one hdsu run")
-    x.add_argument("--forget", default="anxiety", help="concept ids to forget (default anxiety)")
-    x.add_argument("--db", help="DuckDB file (default var/hdsu.duckdb or $HDSU_DB)")
-    x.set_defaults(fn=cmd_demo)
-
-    x = sub.add_parser("worker", help="(internal) execute a queued run")
-    x.add_argument("run_id")
-    x.add_argument("--db")
-    x.set_defaults(fn=cmd_worker)
