@@ -12,7 +12,7 @@ import torch
 from hdsu_core.compute import model_device
 from hdsu_core.datasets import QAItem
 from hdsu_core.encoding import Encoded, collate, encode_qa
-from hdsu_core.losses import item_answer_losses, mean_answer_loss
+from hdsu_core.losses import answer_nll, item_answer_losses, mean_answer_loss
 from hdsu_core.metrics import mia_auc_loss
 from hdsu_core.probes import score_mcq
 
@@ -213,6 +213,22 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict, masks: dict[str, torc
 def _set_requires_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
     for p in params:
         p.requires_grad_(flag)
+
+
+def forget_retain_objective(ctx: UnlearnContext, s: dict, forget_term, retain_weight: float):
+    """The baselines' loss per call: ``forget_term(ids, att, labels)`` on a fresh forget batch of
+    ``forget_batch`` items plus ``retain_weight`` x the mean answer NLL of a retain batch."""
+
+    def loss():
+        ids, att, labels = ctx.batch(ctx.rng.sample(ctx.forget_enc, min(s["forget_batch"], len(ctx.forget_enc))))
+        out = forget_term(ids, att, labels)
+        rb = ctx.retain_batch(s["retain_batch"])
+        if rb:
+            ids, att, labels = ctx.batch(rb)
+            out = out + retain_weight * answer_nll(ctx.model, ids, att, labels).mean()
+        return out
+
+    return loss
 
 
 BASELINE_DEFAULTS = {

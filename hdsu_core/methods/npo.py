@@ -1,22 +1,16 @@
 """NPO baseline (Zhang et al. 2024) with a retain NLL term, on all parameters."""
 
-from hdsu_core.losses import answer_nll, answer_weights, npo_loss
-from hdsu_core.methods.base import BASELINE_DEFAULTS, full_param_loop, register
+from hdsu_core.losses import answer_weights, npo_loss
+from hdsu_core.methods.base import BASELINE_DEFAULTS, forget_retain_objective, full_param_loop, register
 
 
 def npo_objective(ctx, s: dict):
     """The NPO objective on a fresh forget and retain batch per call (shared with the masked variant)."""
 
-    def loss():
-        ids, att, labels = ctx.batch(ctx.rng.sample(ctx.forget_enc, min(s["forget_batch"], len(ctx.forget_enc))))
-        out = npo_loss(ctx.model, ctx.ref_model, ids, att, answer_weights(labels), s["beta"])
-        rb = ctx.retain_batch(s["retain_batch"])
-        if rb:
-            ids, att, labels = ctx.batch(rb)
-            out = out + s["retain_weight"] * answer_nll(ctx.model, ids, att, labels).mean()
-        return out
+    def forget_term(ids, att, labels):
+        return npo_loss(ctx.model, ctx.ref_model, ids, att, answer_weights(labels), s["beta"])
 
-    return loss
+    return forget_retain_objective(ctx, s, forget_term, s["retain_weight"])
 
 
 @register

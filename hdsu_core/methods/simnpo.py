@@ -11,23 +11,17 @@ the harness's (mean answer NLL per item, averaged over the batch, as in ``grad_d
 ``npo``; open-unlearning's is the token mean over the whole batch); lr, batches and the stop
 rule are the harness's, as for every baseline (docs/method.md, "Fair comparison baselines")."""
 
-from hdsu_core.losses import answer_nll, simnpo_loss
-from hdsu_core.methods.base import BASELINE_DEFAULTS, full_param_loop, register
+from hdsu_core.losses import simnpo_loss
+from hdsu_core.methods.base import BASELINE_DEFAULTS, forget_retain_objective, full_param_loop, register
 
 
 def simnpo_objective(ctx, s: dict):
     """gamma * SimNPO on a fresh forget batch + alpha * the retain NLL, per call."""
 
-    def loss():
-        ids, att, labels = ctx.batch(ctx.rng.sample(ctx.forget_enc, min(s["forget_batch"], len(ctx.forget_enc))))
-        out = s["gamma"] * simnpo_loss(ctx.model, ids, att, labels, s["beta"], s["delta"])
-        rb = ctx.retain_batch(s["retain_batch"])
-        if rb:
-            ids, att, labels = ctx.batch(rb)
-            out = out + s["alpha"] * answer_nll(ctx.model, ids, att, labels).mean()
-        return out
+    def forget_term(ids, att, labels):
+        return s["gamma"] * simnpo_loss(ctx.model, ids, att, labels, s["beta"], s["delta"])
 
-    return loss
+    return forget_retain_objective(ctx, s, forget_term, s["alpha"])
 
 
 @register
