@@ -165,6 +165,7 @@ def run_bench(
     dtype: str = "float32",
     model: str = "demo",
     inject: bool = False,
+    keep_models: bool = False,
 ) -> list[dict]:
     rows = []
     bench_id = time.strftime("b%Y%m%d-%H%M%S") + (f"-s{seed}" if seed else "")
@@ -200,6 +201,7 @@ def run_bench(
                 dtype=dtype,
                 model=model,
                 inject=inject,
+                keep_model=keep_models,
             )
             if store is not None:
                 run_id = create_run(store, cfg, author="bench")

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from hdsu_core import cli_audit, cli_engine, datasets
+from hdsu_core import cli_audit, cli_engine, cli_models, datasets
 from hdsu_core.cli_common import CliError, Parser, emit
 from hdsu_core.datasets import DatasetError
 from hdsu_core.hierarchy import Hierarchy, HierarchyError, validate_data
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_engine.register(sub)  # run / bench / demo / worker
 
     cli_audit.register(sub)  # audit report
+    cli_models.register(sub)  # model list / receipt / export / verify / rollback / delete
     return p
 
 

@@ -73,6 +73,8 @@ def _headline(r: dict) -> dict:
     out["stopped"] = r.get("info", {}).get("stopped")
     out["device"] = r.get("info", {}).get("device")
     out["dtype"] = r.get("info", {}).get("dtype")
+    out["unlearned_root"] = r.get("unlearned_root")
+    out["receipt_sha256"] = r.get("receipt_sha256")
     return out
 
 
@@ -93,8 +95,13 @@ def cmd_run(a) -> int:
         inject=a.inject,
         device=a.device,
         dtype=a.dtype,
+        from_run=a.from_run,
     )
     store = _store(a.db)
+    if a.from_run:  # before a run row exists: the earlier run must have its model files
+        from hdsu_core.artifacts.run_models import get_run_model, load_run_delta  # lazy: torch
+
+        load_run_delta(get_run_model(store, a.from_run))
     # An unknown method, a typo in --set or a missing GPU fails in create_run, before a run row
     # exists; a failure after that marks the row failed and reaches cli.main as one error line.
     run_id = create_run(store, cfg, author=a.author)
@@ -150,6 +157,7 @@ def cmd_bench(a) -> int:
             dtype=a.dtype,
             model=a.model,
             inject=a.inject,
+            keep_models=a.keep_models,
         )
     summary = summarise_seeds(rows) if len(seeds) > 1 else []
     if a.json:
@@ -222,6 +230,9 @@ def _add_run(sub) -> None:
         "bfloat16 (half the memory of a large model; losses and updates stay float32)",
     )
     x.add_argument("--set", action="append", metavar="KEY=VALUE", help="method setting (repeatable)")
+    x.add_argument(
+        "--from-run", metavar="RUN_ID", help="start from this earlier run's unlearned model (a chained request)"
+    )
     x.add_argument("--author", default="cli", help="name recorded in the audit trail")
     x.add_argument("--json", action="store_true", help="print the result as JSON")
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -270,6 +281,11 @@ def _add_bench(sub) -> None:
         metavar="[METHOD:]KEY=VALUE",
         help="method setting (repeatable): KEY=VALUE for every benched method that has KEY "
         "(e.g. mask_fraction=0.01 for a budget point), METHOD:KEY=VALUE for one method",
+    )
+    x.add_argument(
+        "--keep-models",
+        action="store_true",
+        help="write every run's sparse delta (default: receipts only, to spare the disk)",
     )
     x.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

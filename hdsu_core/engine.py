@@ -15,6 +15,8 @@ import torch
 
 from hdsu_core import metrics as M
 from hdsu_core import paths
+from hdsu_core.artifacts.receipt import hierarchy_sha256, receipt_sha256
+from hdsu_core.artifacts.run_models import materialize, record_run_model
 from hdsu_core.compute import device_label, prepare_device, resolve_compute, set_seed
 from hdsu_core.datasets import QAItem, dataset_kind, load_spec
 from hdsu_core.demo_model import build_demo_model
@@ -73,12 +75,20 @@ class RunConfig:
     recipe: dict = field(default_factory=dict)  # overrides of the knowledge-injection recipe
     device: str = "auto"  # auto (CUDA GPU when torch sees one, else CPU), cpu, cuda, cuda:N
     dtype: str = "float32"  # weight precision of the run: float32 or bfloat16
+    from_run: str | None = None  # start from this earlier run's unlearned model (a chained request)
+    keep_model: bool = True  # write the run's sparse delta (the receipt is always kept)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """Over what decides the result: whether the files are kept does not, and an unchained
+        run hashes as it did before chains existed."""
+        d = self.to_dict()
+        d.pop("keep_model")
+        if d["from_run"] is None:
+            d.pop("from_run")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -342,6 +352,8 @@ def run_unlearning(
     }
     if store is not None:
         _write_results(store, run_id, cfg, run, (before, after), summary, result)
+        receipt = _record_model(store, run_id, cfg, run, unlearned, summary)
+        result.update(receipt_sha256=receipt_sha256(receipt), unlearned_root=receipt["unlearned"]["root"])
     progress(
         "done",
         1.0,
@@ -363,10 +375,21 @@ def _prepare_inputs(
     if not split.forget:
         raise ValueError(f"the selection {forget} matches no trained-on items in {cfg.dataset}")
     progress("load", 0.0, f"forget {len(split.forget)}, retain {len(split.retain)}, holdout {len(split.holdout)}")
-    bundle = prepare_model(cfg, items, progress, device, dtype)
+    bundle = _start_model(cfg, store, items, progress, device, dtype)
     model, tok = bundle.model.to(device=device, dtype=dtype), bundle.tokenizer
     progress("load", 0.0, f"model {bundle.name} on {device_label(device)}, {cfg.dtype}")
     return _RunInputs(hierarchy, forget, split, bundle, model, tok, probe_max_len(bundle), device, dtype)
+
+
+def _start_model(cfg: RunConfig, store, items, progress: ProgressFn, device, dtype) -> ModelBundle:
+    """The model the run edits: an earlier run's unlearned model (rebuilt from its original and
+    delta, checked against its receipt) for a chained request, else ``prepare_model``."""
+    if not cfg.from_run:
+        return prepare_model(cfg, items, progress, device, dtype)
+    if store is None:
+        raise ValueError(f"starting from run {cfg.from_run} needs the database that holds it")
+    progress("load", 0.0, f"rebuilding the unlearned model of run {cfg.from_run}")
+    return materialize(store, cfg.from_run)
 
 
 def _probe_before(cfg: RunConfig, run: _RunInputs, progress: ProgressFn) -> _ProbeBefore:
@@ -473,6 +496,32 @@ def _write_results(
         )
     info = result["info"]
     store.update_run(run_id, summary={k: v for k, v in result.items() if k != "info"} | {"info": info})
+
+
+def _record_model(store, run_id: str, cfg: RunConfig, run: _RunInputs, unlearned: _Unlearned, summary: dict) -> dict:
+    """Phase 6: the run's receipt (hashes of both models, data, hierarchy, code) and, unless
+    ``cfg.keep_model`` is off, its sparse delta: the unlearned model is the run's output."""
+    source = {"run": cfg.from_run} if cfg.from_run else {"model": run.bundle.path}
+    split = run.split
+    fields = {
+        "split_ids": {part: [it.id for it in getattr(split, part)] for part in ("forget", "retain", "holdout")},
+        "hierarchy": {
+            "version": cfg.hierarchy_version,
+            "file": cfg.hierarchy,
+            "sha256": hierarchy_sha256(run.hierarchy.to_dict()),
+        },
+        "compute": {"device": device_label(run.device), "dtype": cfg.dtype},
+        "metrics": summary,
+    }
+    return record_run_model(
+        store,
+        run_id,
+        state_before=unlearned.state_before,
+        model=run.model,
+        source=source,
+        receipt_fields=fields,
+        keep_files=cfg.keep_model,
+    )
 
 
 def retrain_reference(cfg: RunConfig, progress: ProgressFn = no_progress) -> dict:

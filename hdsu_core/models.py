@@ -8,7 +8,6 @@ No code path here downloads from the hub: every ``from_pretrained`` call passes
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from hdsu_core.compute import ModelError
+from hdsu_core.weight_hashes import hash_state
 
 
 @dataclass
@@ -35,15 +35,20 @@ class ModelBundle:
 
 
 def weights_hash(model) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """Short form (16 hex digits) of the receipt's root hash of the weights."""
+    return hash_state(model.state_dict()).root[:16]
+
+
+def quiet_transformers() -> None:
+    """transformers draws a progress bar per load and save; HDSU reports its own progress."""
+    from transformers.utils import logging as hf_logging  # lazy: heavy import, only to load or save
+
+    hf_logging.disable_progress_bar()
 
 
 def save_model(model, tok, out: Path, meta: dict) -> None:
     """Write to a temp dir, then rename: a killed build never leaves a half model behind."""
+    quiet_transformers()
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -59,6 +64,7 @@ def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32) -> Model
     by ``demo_model.build_demo_model``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: heavy import, only to load
 
+    quiet_transformers()
     path = Path(spec).expanduser()
     if not path.exists():
         raise ModelError(

@@ -32,6 +32,14 @@ def model_cache() -> Path:
     return p
 
 
+def run_models_dir() -> Path:
+    """Every run's model files (receipt and sparse delta), one directory per run; ``HDSU_RUN_MODELS``
+    moves them (the tests keep them in a temporary directory while sharing the model cache)."""
+    p = Path(os.environ.get("HDSU_RUN_MODELS", model_cache() / "runs"))
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 def jobs_dir() -> Path:
     p = home() / "jobs"
     p.mkdir(parents=True, exist_ok=True)

@@ -187,6 +187,25 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX audit_events_run_idx ON audit_events(run_id)",
         ],
     ),
+    (
+        2,
+        [
+            # One row per finished run: its receipt, and where its model files (the delta) are.
+            """CREATE TABLE run_models (
+                run_id VARCHAR PRIMARY KEY,
+                created_at TIMESTAMP NOT NULL,
+                parent_run_id VARCHAR,
+                base_model VARCHAR,
+                original_root VARCHAR NOT NULL,
+                unlearned_root VARCHAR NOT NULL,
+                receipt_sha256 VARCHAR NOT NULL,
+                receipt_json VARCHAR NOT NULL,
+                files_dir VARCHAR,
+                files_bytes BIGINT,
+                files_deleted_at TIMESTAMP
+            )""",
+        ],
+    ),
 ]
 
 # Columns of ``runs`` that update_run may set; aliases map friendly names onto columns.
@@ -827,3 +846,58 @@ class Store:
         with self._session() as con:
             df = con.execute(sql, params).df()
         return _decode_frame(df)
+
+    # -- run models (receipts and model files) ------------------------------------------------
+
+    def save_run_model(self, row: dict) -> None:
+        """Insert the receipt row of a finished run (``receipt`` a dict; see artifacts.run_models)."""
+        with self._session() as con:
+            self._require_run(con, row["run_id"])
+            con.execute(
+                "INSERT INTO run_models (run_id, created_at, parent_run_id, base_model, original_root, unlearned_root, "
+                "receipt_sha256, receipt_json, files_dir, files_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    row["run_id"],
+                    _now(),
+                    row.get("parent_run_id"),
+                    row.get("base_model"),
+                    row["original_root"],
+                    row["unlearned_root"],
+                    row["receipt_sha256"],
+                    row["receipt_json"],
+                    row.get("files_dir"),
+                    row.get("files_bytes"),
+                ],
+            )
+
+    def get_run_model(self, run_id: str) -> dict | None:
+        """The receipt row of ``run_id`` (``receipt`` decoded), or None."""
+        with self._session() as con:
+            rows = _fetch_dicts(con, "SELECT * FROM run_models WHERE run_id = ?", [run_id])
+        return _decode_row(rows[0]) if rows else None
+
+    def list_run_models(self) -> pd.DataFrame:
+        """Every receipt row with its run's method, forget selection, status and author; oldest first."""
+        sql = (
+            "SELECT m.run_id, m.created_at, m.parent_run_id, m.base_model, m.original_root, m.unlearned_root, "
+            "m.receipt_sha256, m.files_dir, m.files_bytes, m.files_deleted_at, r.method, r.forget_concepts, "
+            "r.dataset, r.author FROM run_models m LEFT JOIN runs r USING (run_id) ORDER BY m.created_at, m.run_id"
+        )
+        with self._session() as con:
+            df = con.execute(sql).df()
+        return _decode_frame(df)
+
+    def child_run_models(self, run_id: str) -> list[str]:
+        """Runs that started from ``run_id``'s unlearned model and still have their files."""
+        with self._session() as con:
+            rows = con.execute(
+                "SELECT run_id FROM run_models WHERE parent_run_id = ? AND files_deleted_at IS NULL ORDER BY run_id",
+                [run_id],
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def mark_model_files_deleted(self, run_id: str, actor: str, details: dict) -> None:
+        """Record that a run's model files are gone (the receipt stays), with its audit event."""
+        with self._session() as con:
+            con.execute("UPDATE run_models SET files_deleted_at = ? WHERE run_id = ?", [_now(), run_id])
+            self._log_event(con, actor, "model_files_deleted", run_id, details)

@@ -24,6 +24,16 @@ def _real_file(relative: str, name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _run_models_in_tmp(tmp_path_factory):
+    """Runs write their model files (sparse delta, receipt); keep those of the tests out of var/
+    (the model cache itself stays shared, so the demo model is built once)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HDSU_RUN_MODELS", str(tmp_path_factory.mktemp("run_models")))
+    yield
+    mp.undo()
+
+
 # --- real data sets ----------------------------------------------------------------------------
 
 
