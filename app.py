@@ -13,6 +13,7 @@ pages = {
     "Results": [
         st.Page("pages/runs.py", title="Runs", icon="⏱️"),
         st.Page("pages/compare.py", title="Compare", icon="📊"),
+        st.Page("pages/models.py", title="Models", icon="📦"),
         st.Page("pages/audit.py", title="Audit report", icon="🧾"),
     ],
 }

@@ -125,3 +125,58 @@ def metric_card_row(cards: list[dict], cols_per_row: int = 6) -> None:
                 help=c.get("help"),
                 border=True,
             )
+
+
+# ---- a run's model output -------------------------------------------------------------------------
+def model_downloads(store, run_id: str, key: str) -> None:
+    """Download buttons for a run's unlearned model (zipped Hugging Face directory), its sparse
+    delta and its receipt. The files are made when the button is clicked, and each download is
+    an audit event."""
+    from hdsu_core.artifacts import actions  # lazy: torch
+    from hdsu_core.artifacts import run_models as RM  # lazy: torch
+
+    if store.get_run_model(run_id) is None:
+        st.caption("No receipt for this run (it did not finish, or finished before receipts existed).")
+        return
+    try:
+        rm = RM.get_run_model(store, run_id)
+    except RM.RunModelError as e:
+        st.error(str(e), icon="🚫")
+        return
+    has_files = rm.receipt.get("delta") is not None and not rm.files_deleted
+    who = actor()
+    c1, c2, c3 = st.columns(3)
+    c1.download_button(
+        "Unlearned model (zip)",
+        data=lambda: actions.model_zip(store, run_id, actor=who),
+        file_name=f"hdsu-{run_id}-model.zip",
+        mime="application/zip",
+        icon="📦",
+        disabled=not has_files,
+        on_click="ignore",
+        key=f"{key}_zip_{run_id}",
+        help="A Hugging Face directory (safetensors + tokenizer) that transformers loads without HDSU",
+    )
+    c2.download_button(
+        "Sparse delta",
+        data=lambda: actions.delta_bytes(store, run_id, actor=who),
+        file_name=f"hdsu-{run_id}-delta.safetensors",
+        mime="application/octet-stream",
+        icon="🧩",
+        disabled=not has_files,
+        on_click="ignore",
+        key=f"{key}_delta_{run_id}",
+        help="Changed weights only: flat indices, old and new values per tensor",
+    )
+    c3.download_button(
+        "Receipt (JSON)",
+        data=lambda: actions.receipt_bytes(store, run_id, actor=who),
+        file_name=f"hdsu-{run_id}-receipt.json",
+        mime="application/json",
+        icon="🧾",
+        on_click="ignore",
+        key=f"{key}_receipt_{run_id}",
+        help="Hashes of both models, the delta, the data, the hierarchy and the code",
+    )
+    if not has_files:
+        st.caption("The model files of this run were deleted or not kept; the receipt remains.")

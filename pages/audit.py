@@ -70,5 +70,8 @@ if html:
     with st.container(border=True, height=700):
         st.html(html)
 
+st.subheader("Model output")
+_ui.model_downloads(store, rid, key="audit")
+
 st.subheader("Audit trail")
 st.dataframe(events, hide_index=True, width="stretch")

@@ -57,6 +57,8 @@ st.caption(
 if not m:
     st.warning("This run has no stored metrics.", icon="⚠️")
 _ui.metric_card_row(D.metric_cards(m), cols_per_row=3)  # 6 in a row truncate values below ~1600 px
+with st.expander("📦 The unlearned model: download it, its delta or its receipt"):
+    _ui.model_downloads(store, rid, key="compare")
 if other:
     st.markdown(f"##### {other}")
     o = store.get_run(other)

@@ -2,6 +2,7 @@ import streamlit as st
 
 from hdsu_core import dashboard as D
 from hdsu_core import jobs
+from hdsu_core.artifacts.lineage_view import start_candidates
 from hdsu_core.compute import available_devices
 from hdsu_core.datasets import DatasetError
 from hdsu_core.engine import RunConfig
@@ -59,6 +60,15 @@ with c2:
             "On a real dataset the demo recipe first trains a tiny model on that dataset's members "
             "(cached after the first run)."
         )
+    starts = start_candidates(store, spec) if spec else {}
+    from_run = st.selectbox(
+        "Start from",
+        [""] + list(starts),
+        format_func=lambda r: starts.get(r, "the original model"),
+        key="from_run",
+        help="A chained request: start from an earlier run's unlearned model (the receipt then names "
+        "that model as the original, and the lineage is kept)",
+    )
 
 # ---- selection counts ----------------------------------------------------------------------------
 st.subheader("Forget selection")
@@ -194,6 +204,7 @@ if st.button("Launch unlearning run", type="primary", icon="🚀", disabled=bool
         inject=inject,
         device=ss.get("device", "auto"),
         dtype=ss.get("dtype", "float32"),
+        from_run=from_run or None,
     )
     try:
         rid = jobs.launch(cfg, store=store, author=_ui.actor())

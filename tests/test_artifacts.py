@@ -209,6 +209,11 @@ def test_a_chain_records_lineage_rolls_back_one_step_and_guards_deletes(store, r
     chain = RM.lineage(store, run2)
     assert [c.get("run") for c in chain] == [None, run1, run2] and chain[0]["root"] == r1.original.root
     assert hash_state(RM.rollback(store, run2).model.state_dict()).root == r1.unlearned.root
+    from hdsu_core.audit import build_html
+
+    report = build_html(store, run2, None, log=False)  # the audit report shows the chain
+    part = report[report.index("Lineage, oldest first") :]
+    assert part.index(r1.original.root[:32]) < part.index(run1) < part.index(r2.unlearned.root[:32])
     main(["model", "list", "--db", str(store.path)])
     listing = capsys.readouterr().out.splitlines()
     i1 = next(i for i, ln in enumerate(listing) if run1 in ln)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hdsu_core.artifacts.export import export, hf_zip_bytes
+from hdsu_core.artifacts.receipt import canonical_json
 from hdsu_core.artifacts.run_models import (
     Verdict,
     get_run_model,
@@ -63,3 +64,11 @@ def rollback_run_model(store, run_id: str, out: str | Path, *, source: str | Pat
         actor, "model_rollback", run_id, {"out": str(path), "from": str(source or "rebuilt"), "root": rm.original.root}
     )
     return path
+
+
+def receipt_bytes(store, run_id: str, *, actor: str) -> bytes:
+    """The run's receipt as JSON (a dashboard download), after checking it against its sha256."""
+    rm = get_run_model(store, run_id)
+    data = canonical_json(rm.receipt).encode()
+    store.log_event(actor, "receipt_export", run_id, {"bytes": len(data)})
+    return data

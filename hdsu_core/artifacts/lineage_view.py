@@ -88,3 +88,16 @@ def model_tree_lines(store) -> list[str]:
                 f"{pad}└ {n['run_id']}  {n['method']} forgot {n['forgot'] or '-'}  [{n['root']}]  files: {n['files']}"
             )
     return lines
+
+
+def start_candidates(store, dataset: str) -> dict[str, str]:
+    """Runs on ``dataset`` whose unlearned model a new run can start from (files kept and not
+    deleted), newest first: run id -> label."""
+    df = store.list_run_models()
+    out: dict[str, str] = {}
+    for r in reversed(df.to_dict("records") if not df.empty else []):
+        if r.get("dataset") != dataset or _files(r) in ("deleted", "not kept"):
+            continue
+        forgot = ", ".join(r.get("forget_concepts") or []) or "-"
+        out[r["run_id"]] = f"run {r['run_id']} ({r.get('method')}, forgot {forgot})"
+    return out

@@ -13,6 +13,7 @@ from hdsu_core import fmt
 from hdsu_core.audit.charts import charts
 from hdsu_core.audit.content import content_sha256, jsonable, records, share_true
 from hdsu_core.audit.metrics_table import metrics_table
+from hdsu_core.audit.model_output import model_output
 from hdsu_core.audit.procedure import procedure_rows, run_info
 from hdsu_core.audit.sections import (
     collateral_tables,
@@ -150,6 +151,7 @@ def report_context(store, run_id: str, hierarchy: Hierarchy | None = None, *, no
         "metrics": metrics_clean,
         "metrics_table": metrics_table(metrics),
         "procedure": procedure_rows(run_info(run)),
+        "model_output": model_output(store, run_id),
         "collateral": collateral_tables(h, before, after, targeted),
         "examples": example_probes(h, before, after, _questions(gens)),
         "generations": generation_pairs(gens),
