@@ -679,11 +679,11 @@ class Store:
 
     def delete_run(self, run_id: str, *, keep_audit: bool = True) -> bool:
         """Remove a run and all its rows (progress, probes, metrics, generations). Audit events
-        are kept unless ``keep_audit=False`` (the audit trail outlives runs). Returns whether
+        and receipts are kept unless ``keep_audit=False`` (the audit trail outlives runs). Returns whether
         the run existed."""
         tables = ["run_progress", "probe_results", "metrics", "generations"]
-        if not keep_audit:
-            tables.append("audit_events")
+        if not keep_audit:  # receipts outlive runs like the audit trail does
+            tables += ["audit_events", "run_models"]
         with self._session() as con:
             existed = self._run_exists(con, run_id)
             for t in tables:
