@@ -166,6 +166,7 @@ def run_bench(
     model: str = "demo",
     inject: bool = False,
     keep_models: bool = False,
+    author: str = "bench",
 ) -> list[dict]:
     rows = []
     bench_id = time.strftime("b%Y%m%d-%H%M%S") + (f"-s{seed}" if seed else "")
@@ -204,7 +205,7 @@ def run_bench(
                 keep_model=keep_models,
             )
             if store is not None:
-                run_id = create_run(store, cfg, author="bench")
+                run_id = create_run(store, cfg, author=author)
                 r = execute_run(store, run_id, progress=progress, executor="bench")
             else:
                 r = run_unlearning(cfg, progress=progress)

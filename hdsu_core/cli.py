@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from hdsu_core import cli_audit, cli_engine, cli_models, datasets
+from hdsu_core import cli_audit, cli_engine, cli_models, cli_security, datasets
 from hdsu_core.cli_common import CliError, Parser, emit
 from hdsu_core.datasets import DatasetError
 from hdsu_core.hierarchy import Hierarchy, HierarchyError, validate_data
@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_audit.register(sub)  # audit report
     cli_models.register(sub)  # model list / receipt / export / verify / rollback / delete
+    cli_security.register(sub)  # users add / list / disable
     return p
 
 

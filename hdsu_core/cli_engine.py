@@ -10,6 +10,7 @@ import json
 import sys
 
 from hdsu_core.progress import ProgressFn, no_progress, stderr_progress
+from hdsu_core.security.roles import cli_actor
 
 # The bench's default methods: HDSU, the baselines, then the fair-comparison ones (docs/method.md).
 BENCH_METHODS = "hdsu,grad_ascent,grad_diff,npo,grad_diff_masked,npo_masked,simnpo"
@@ -104,7 +105,7 @@ def cmd_run(a) -> int:
         load_run_delta(get_run_model(store, a.from_run))
     # An unknown method, a typo in --set or a missing GPU fails in create_run, before a run row
     # exists; a failure after that marks the row failed and reaches cli.main as one error line.
-    run_id = create_run(store, cfg, author=a.author)
+    run_id = create_run(store, cfg, author=cli_actor(store, a.author))
     r = execute_run(store, run_id, progress=_progress(a.quiet), executor="cli")
     out = _headline(r)
     if a.json:
@@ -158,6 +159,7 @@ def cmd_bench(a) -> int:
             model=a.model,
             inject=a.inject,
             keep_models=a.keep_models,
+            author=cli_actor(store, None),
         )
     summary = summarise_seeds(rows) if len(seeds) > 1 else []
     if a.json:
@@ -182,7 +184,7 @@ def cmd_demo(a) -> int:
     print(f"demo model: {b.path} ({b.n_params():,} parameters, train acc {b.meta.get('train_acc')})", file=sys.stderr)
     store = _store(a.db)
     cfg = RunConfig(forget=a.forget.split(","), method="hdsu")
-    run_id = create_run(store, cfg, author="demo")
+    run_id = create_run(store, cfg, author=cli_actor(store, None))
     r = execute_run(store, run_id, progress=stderr_progress, executor="cli")
     print(json.dumps(_headline(r), indent=2, default=str))
     return 0
@@ -233,7 +235,7 @@ def _add_run(sub) -> None:
     x.add_argument(
         "--from-run", metavar="RUN_ID", help="start from this earlier run's unlearned model (a chained request)"
     )
-    x.add_argument("--author", default="cli", help="name recorded in the audit trail")
+    x.add_argument("--author", help="name recorded in the audit trail (default: the OS user; only in demo mode)")
     x.add_argument("--json", action="store_true", help="print the result as JSON")
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     x.set_defaults(fn=cmd_run)

@@ -16,12 +16,17 @@ from __future__ import annotations
 import json
 
 from hdsu_core.cli_common import Parser
+from hdsu_core.security.roles import cli_actor
 
 
 def _store(db):
     from hdsu_core.store import Store  # lazy: duckdb and pandas slow the start of every command
 
     return Store(db)
+
+
+def _actor(a) -> str:
+    return cli_actor(_store(a.db), a.actor)
 
 
 def cmd_model_list(a) -> int:
@@ -42,7 +47,7 @@ def cmd_model_receipt(a) -> int:
 def cmd_model_export(a) -> int:
     from hdsu_core.artifacts.actions import export_run_model  # lazy: torch
 
-    out = export_run_model(_store(a.db), a.run_id, a.format, a.out, actor=a.actor)
+    out = export_run_model(_store(a.db), a.run_id, a.format, a.out, actor=_actor(a))
     print(out)
     return 0
 
@@ -50,7 +55,7 @@ def cmd_model_export(a) -> int:
 def cmd_model_verify(a) -> int:
     from hdsu_core.artifacts.actions import verify_model  # lazy: torch
 
-    verdict = verify_model(_store(a.db), a.run_id, a.path, actor=a.actor)
+    verdict = verify_model(_store(a.db), a.run_id, a.path, actor=_actor(a))
     print(verdict.line(a.run_id))
     return 0 if verdict.matches != "none" else 1
 
@@ -58,7 +63,7 @@ def cmd_model_verify(a) -> int:
 def cmd_model_rollback(a) -> int:
     from hdsu_core.artifacts.actions import rollback_run_model  # lazy: torch
 
-    out = rollback_run_model(_store(a.db), a.run_id, a.out, source=a.source, actor=a.actor)
+    out = rollback_run_model(_store(a.db), a.run_id, a.out, source=a.source, actor=_actor(a))
     print(out)
     return 0
 
@@ -66,14 +71,14 @@ def cmd_model_rollback(a) -> int:
 def cmd_model_delete(a) -> int:
     from hdsu_core.artifacts.run_models import delete_run_files  # lazy: torch
 
-    freed = delete_run_files(_store(a.db), a.run_id, a.actor, force=a.force)
+    freed = delete_run_files(_store(a.db), a.run_id, _actor(a), force=a.force)
     print(f"deleted the model files of {a.run_id} ({freed:,} bytes); its receipt remains")
     return 0
 
 
 def _common(x) -> None:
     x.add_argument("--db", help="DuckDB file (default var/hdsu.duckdb or $HDSU_DB)")
-    x.add_argument("--actor", default="cli", help="who is acting (recorded in the audit log)")
+    x.add_argument("--actor", help="who is acting (default: the OS user; another name only in demo mode)")
 
 
 def register(sub) -> None:

@@ -27,6 +27,7 @@ from hdsu_core.engine import RunConfig
 from hdsu_core.lifecycle import create_run, execute_run
 from hdsu_core.methods.base import Cancelled
 from hdsu_core.progress import ProgressFn, stderr_progress
+from hdsu_core.security.roles import require
 from hdsu_core.store import ACTIVE_STATUSES, RunStatus, Store
 
 
@@ -82,6 +83,7 @@ def cancel(run_id: str, *, store, actor: str) -> str:
     run = store.get_run(run_id)
     if run is None:
         raise ValueError(f"unknown run {run_id!r}")
+    require(store, actor, "cancel", owner=run.get("author"))
     if run["status"] not in ACTIVE_STATUSES:
         return run["status"]
     cancel_flag(run_id).touch()

@@ -16,14 +16,17 @@ from hdsu_core.compute import resolve_compute
 from hdsu_core.engine import RunConfig, check_settings, never_cancelled, new_run_id, run_unlearning
 from hdsu_core.methods.base import Cancelled
 from hdsu_core.progress import ProgressFn, no_progress
+from hdsu_core.security.roles import require
 from hdsu_core.store import RunStatus
 
 
 def create_run(store, cfg: RunConfig, *, author: str, run_id: str | None = None) -> str:
     """Check that the run can start, then write its row (queued) and the ``launch_run`` event.
 
-    An unknown method, an unknown setting or a device that is not there raises here, before any
-    row exists (``ValueError``; a missing GPU ``compute.ModelError``)."""
+    An author whose role may not launch (``PermissionDenied``), an unknown method, an unknown
+    setting or a device that is not there raises here, before any row exists (``ValueError``; a
+    missing GPU ``compute.ModelError``)."""
+    require(store, author, "launch")
     check_settings(cfg.method, cfg.settings)
     resolve_compute(cfg.device, cfg.dtype)
     run_id = run_id or new_run_id()

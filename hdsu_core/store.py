@@ -56,6 +56,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from . import paths
+from .audit_chain import GENESIS, event_hash
 
 __all__ = [
     "Store",
@@ -96,7 +97,8 @@ PROBE_SPLITS = ("forget", "retain", "holdout")
 
 _BOOTSTRAP = "CREATE TABLE IF NOT EXISTS schema_version ( version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
 
-MIGRATIONS: list[tuple[int, list[str]]] = [
+# A migration step is an SQL statement or a function of the open connection (data backfills).
+MIGRATIONS: list[tuple[int, list]] = [
     (
         1,
         [
@@ -206,6 +208,24 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        4,
+        [
+            # The audit log becomes a hash chain (audit_chain.py); events written before get their
+            # hashes now, in id order. Local accounts and their roles (security/).
+            "ALTER TABLE audit_events ADD COLUMN prev_hash VARCHAR",
+            "ALTER TABLE audit_events ADD COLUMN event_hash VARCHAR",
+            lambda con: _backfill_audit_chain(con),
+            """CREATE TABLE users (
+                username VARCHAR PRIMARY KEY,
+                role VARCHAR NOT NULL,
+                password_hash VARCHAR,
+                created_at TIMESTAMP NOT NULL,
+                created_by VARCHAR NOT NULL,
+                disabled BOOLEAN NOT NULL DEFAULT FALSE
+            )""",
+        ],
+    ),
 ]
 
 # Columns of ``runs`` that update_run may set; aliases map friendly names onto columns.
@@ -252,6 +272,23 @@ _PROBE_COLUMNS = (
 
 # filelock polls a held lock; its 50 ms default would idle away most of a busy database's time.
 _LOCK_POLL_S = 0.005
+
+
+def _backfill_audit_chain(con: duckdb.DuckDBPyConnection) -> None:
+    """Hash the events that predate the chain, in id order, renumbered 1..N without gaps."""
+    rows = con.execute(
+        "SELECT event_id, ts, actor, action, run_id, details_json FROM audit_events ORDER BY event_id"
+    ).fetchall()
+    con.execute("DELETE FROM audit_events")
+    prev = GENESIS
+    for new_id, (_, ts, actor, action, run_id, details) in enumerate(rows, 1):
+        own = event_hash(new_id, ts, actor, action, run_id, details, prev)
+        con.execute(
+            "INSERT INTO audit_events (event_id, ts, actor, action, run_id, details_json, prev_hash, event_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [new_id, ts, actor, action, run_id, details, prev, own],
+        )
+        prev = own
 
 
 def _now() -> _dt.datetime:
@@ -458,7 +495,7 @@ class Store:
                 if self._current_version(con) >= version:
                     continue
                 for sql in statements:
-                    con.execute(sql)
+                    sql(con) if callable(sql) else con.execute(sql)
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
 
     def schema_version(self) -> int:
@@ -796,9 +833,17 @@ class Store:
     def _log_event(
         self, con: duckdb.DuckDBPyConnection, actor: str, action: str, run_id: str | None, details: dict | None
     ) -> None:
+        """Append one event to the hash chain. Ids are assigned here (max + 1, under the file lock),
+        not by the sequence: a rolled-back insert would burn a sequence value and leave a gap that
+        reads as a deleted event."""
+        last = con.execute("SELECT event_id, event_hash FROM audit_events ORDER BY event_id DESC LIMIT 1").fetchone()
+        event_id, prev = (int(last[0]) + 1, last[1] or GENESIS) if last else (1, GENESIS)
+        ts, details_json = _now(), _dumps(details or {})
+        own = event_hash(event_id, ts, str(actor), str(action), run_id, details_json, prev)
         con.execute(
-            "INSERT INTO audit_events (ts, actor, action, run_id, details_json) VALUES (?, ?, ?, ?, ?)",
-            [_now(), str(actor), str(action), run_id, _dumps(details or {})],
+            "INSERT INTO audit_events (event_id, ts, actor, action, run_id, details_json, prev_hash, event_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [event_id, ts, str(actor), str(action), run_id, details_json, prev, own],
         )
 
     def log_event(self, actor: str, action: str, run_id: str | None = None, details: dict | None = None) -> None:
@@ -901,3 +946,74 @@ class Store:
         with self._session() as con:
             con.execute("UPDATE run_models SET files_deleted_at = ? WHERE run_id = ?", [_now(), run_id])
             self._log_event(con, actor, "model_files_deleted", run_id, details)
+
+    # -- audit chain -----------------------------------------------------------------------------
+
+    def audit_chain_rows(self) -> list[tuple]:
+        """Every audit event as (event_id, ts, actor, action, run_id, details_json, prev_hash,
+        event_hash), oldest first: what ``audit_chain.verify_rows`` checks."""
+        with self._session() as con:
+            return con.execute(
+                "SELECT event_id, ts, actor, action, run_id, details_json, prev_hash, event_hash "
+                "FROM audit_events ORDER BY event_id"
+            ).fetchall()
+
+    def audit_chain_head(self) -> dict:
+        """The newest event's id and hash (what receipts and reports pin)."""
+        with self._session() as con:
+            row = con.execute("SELECT event_id, event_hash FROM audit_events ORDER BY event_id DESC LIMIT 1").fetchone()
+        return {"event_id": int(row[0]), "hash": row[1]} if row else {"event_id": 0, "hash": GENESIS}
+
+    def audit_event_hash(self, event_id: int) -> str | None:
+        with self._session() as con:
+            row = con.execute("SELECT event_hash FROM audit_events WHERE event_id = ?", [int(event_id)]).fetchone()
+        return row[0] if row else None
+
+    # -- users (local accounts and roles) --------------------------------------------------------
+
+    def user_count(self) -> int:
+        with self._session() as con:
+            return int(con.execute("SELECT count(*) FROM users WHERE NOT disabled").fetchone()[0])  # type: ignore[index]
+
+    def get_user(self, username: str) -> dict | None:
+        with self._session() as con:
+            rows = _fetch_dicts(con, "SELECT * FROM users WHERE username = ?", [username])
+        return rows[0] if rows else None
+
+    def list_users(self) -> pd.DataFrame:
+        with self._session() as con:
+            return con.execute(
+                "SELECT username, role, created_at, created_by, disabled, password_hash IS NOT NULL AS has_password "
+                "FROM users ORDER BY username"
+            ).df()
+
+    def upsert_user(
+        self, username: str, role: str, password_hash: str | None, *, actor: str, action: str, details: dict
+    ) -> None:
+        """Create or change a user (role, password) and write its audit event in one transaction."""
+        with self._session() as con:
+            exists = con.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone()
+            if exists:
+                con.execute(
+                    "UPDATE users SET role = ?, password_hash = coalesce(?, password_hash), disabled = FALSE "
+                    "WHERE username = ?",
+                    [role, password_hash, username],
+                )
+            else:
+                con.execute(
+                    "INSERT INTO users (username, role, password_hash, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
+                    [username, role, password_hash, _now(), actor],
+                )
+            self._log_event(con, actor, action, None, {"user": username, "role": role} | details)
+
+    def disable_user(self, username: str, *, actor: str) -> None:
+        with self._session() as con:
+            con.execute("UPDATE users SET disabled = TRUE WHERE username = ?", [username])
+            self._log_event(con, actor, "user_disabled", None, {"user": username})
+
+    def all_receipts(self) -> list[tuple[str, str, str]]:
+        """(run_id, receipt_json, receipt_sha256) of every run with a receipt, oldest first."""
+        with self._session() as con:
+            return con.execute(
+                "SELECT run_id, receipt_json, receipt_sha256 FROM run_models ORDER BY created_at, run_id"
+            ).fetchall()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from hdsu_core.hierarchy import Hierarchy, HierarchyError, Violation, diff_summary, load_default, slugify
+from hdsu_core.security.roles import require
 from hdsu_core.store import Store
 
 
@@ -42,7 +43,9 @@ def _conflict(base_version: int | None, latest: dict | None) -> str:
 
 def save_hierarchy(store: Store, working: Hierarchy, base_version: int | None, author: str, message: str) -> dict:
     """Optimistic concurrency: save a new version only if nobody saved since ``base_version``.
-    Returns {"ok", "version", "diff", "summary", "error"}; logs an audit event on success."""
+    Returns {"ok", "version", "diff", "summary", "error"}; logs an audit event on success.
+    ``PermissionDenied`` when the author's role may not edit the hierarchy."""
+    require(store, author or "anonymous", "edit_hierarchy")
     latest = store.latest_hierarchy_version()
     latest_id = None if latest is None else int(latest["version_id"])
     if latest_id != base_version:
@@ -100,6 +103,7 @@ def import_icd10_branch(
 ) -> Hierarchy:
     """The working copy with an ICD-10 branch merged in (see :func:`merge_branch`); the import is
     recorded in the audit trail. Raises HierarchyError (nothing recorded) when the merge is invalid."""
+    require(store, actor, "edit_hierarchy")
     merged = merge_branch(h, branch, mode)
     store.log_event(actor, "import_icd10", None, {"range": icd_range, "mode": mode, "concepts": len(branch)})
     return merged
@@ -107,6 +111,7 @@ def import_icd10_branch(
 
 def record_upload(store: Store, uploaded: Hierarchy, *, actor: str, file_name: str) -> Hierarchy:
     """Record in the audit trail that an uploaded hierarchy becomes the working copy; returns it."""
+    require(store, actor, "edit_hierarchy")
     store.log_event(actor, "upload_hierarchy", None, {"file": file_name, "concepts": len(uploaded)})
     return uploaded
 

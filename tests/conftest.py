@@ -30,6 +30,7 @@ def _run_models_in_tmp(tmp_path_factory):
     (the model cache itself stays shared, so the demo model is built once)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("HDSU_RUN_MODELS", str(tmp_path_factory.mktemp("run_models")))
+    mp.setenv("HDSU_KEY_DIR", str(tmp_path_factory.mktemp("keys") / "keys"))  # a signing key of their own
     yield
     mp.undo()
 

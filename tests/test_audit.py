@@ -483,7 +483,10 @@ def test_cli_audit_report(store, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out)
     data = out.read_bytes()
     assert data.startswith(b"%PDF") and pdf_text_contains(data, RUN)
-    assert [f.name for f in out.parent.iterdir()] == ["r.pdf"]  # no temp file left behind
+    assert sorted(f.name for f in out.parent.iterdir()) == [
+        "r.pdf",
+        "r.pdf.sig",
+    ]  # the signature beside it, no temp file
     out_html = tmp_path / "r.html"
     a = p.parse_args(["audit", "report", RUN, "--out", str(out_html), "--db", str(store.path)])
     assert a.fn(a) == 0 and RUN in out_html.read_text(encoding="utf-8")

@@ -19,6 +19,7 @@ download is not used). Skips with the reason when it is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -28,12 +29,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from hdsu_core import paths
+from hdsu_core.artifacts.receipt import receipt_sha256
 from hdsu_core.store import Store
+from hdsu_core.weight_hashes import hash_state
 
 ROOT = paths.PROJECT_ROOT
 ARTIFACTS = ROOT / "test-artifacts"
@@ -401,4 +405,30 @@ def test_user_flow_select_unlearn_compare_report(page, server):
         assert contains(pdf, run_id), f"run id {run_id} not found in the PDF text"
     else:  # the audit tests' helper is gone: at least the title must carry the run id
         assert run_id.encode() in pdf or run_id.encode("utf-16-be").hex().encode() in pdf.lower()
+
+    step("model output")
+    # 6 -- the unlearned model, made on click: the receipt and the zipped model download, the
+    #      model loads with transformers alone and matches the receipt; the Models page lists it
+    store = Store(str(server["home"] / "hdsu.duckdb"))
+    with page.expect_download(timeout=60_000) as dl:
+        page.get_by_role("button", name=re.compile("Receipt \\(JSON\\)")).click()
+    receipt = json.loads(Path(dl.value.path()).read_bytes())
+    assert receipt["run_id"] == run_id
+    assert receipt_sha256(receipt) == store.get_run_model(run_id)["receipt_sha256"]
+    with page.expect_download(timeout=120_000) as dl:
+        page.get_by_role("button", name=re.compile("Unlearned model \\(zip\\)")).click()
+    unzipped = ARTIFACTS / f"model-{run_id}"
+    shutil.rmtree(unzipped, ignore_errors=True)
+    with zipfile.ZipFile(dl.value.path()) as z:
+        z.extractall(unzipped)
+    model_dir = next(p for p in unzipped.iterdir() if (p / "config.json").is_file())
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+    assert hash_state(plain.state_dict()).root == receipt["unlearned"]["root"]
+    events = store.audit_events(run_id)
+    assert {"model_export", "receipt_export"} <= set(events["action"])
+    nav(page, "Models")
+    expect(page.get_by_role("combobox", name="Unlearned model")).to_have_value(run_id)
+    shot(page, "models", docs=True)
     print(f"browser flow: {time.time() - t0:.0f} s (run {run_id})")

@@ -62,9 +62,12 @@ def _spawn(code: str, *args: str) -> subprocess.Popen:
 # -- schema ----------------------------------------------------------------------------------
 
 
-def test_migrations_create_version_1_and_reopen_is_idempotent(db: Path):
+LATEST = max(v for v, _ in store_mod.MIGRATIONS)
+
+
+def test_migrations_create_the_latest_version_and_reopen_is_idempotent(db: Path):
     st = Store(db)
-    assert st.schema_version() == 1
+    assert st.schema_version() == LATEST
     tables = set(st.table_names())
     assert {
         "schema_version",
@@ -76,10 +79,12 @@ def test_migrations_create_version_1_and_reopen_is_idempotent(db: Path):
         "generations",
         "audit_events",
         "bench_results",
+        "run_models",
+        "users",
     } <= tables
     _run(st)
     st2 = Store(db)
-    assert st2.schema_version() == 1
+    assert st2.schema_version() == LATEST
     assert set(st2.table_names()) == tables
     assert st2.get_run("r1")["author"] == "alice"
     assert Path(str(db) + ".lock").parent == db.parent
@@ -93,10 +98,10 @@ def test_default_path_comes_from_paths(monkeypatch, tmp_path: Path):
 
 
 def test_newer_schema_version_is_refused(db: Path, monkeypatch):
-    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS + [(2, [])])
-    assert Store(db).schema_version() == 2  # also exercises the upgrade path
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS + [(LATEST + 1, [])])
+    assert Store(db).schema_version() == LATEST + 1  # also exercises the upgrade path
     monkeypatch.undo()
-    with pytest.raises(StoreError, match=r"schema version 2.*only knows up to 1"):
+    with pytest.raises(StoreError, match=rf"schema version {LATEST + 1}.*only knows up to {LATEST}"):
         Store(db)
 
 

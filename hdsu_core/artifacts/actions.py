@@ -16,6 +16,7 @@ from hdsu_core.artifacts.run_models import (
     rollback,
     verify_path,
 )
+from hdsu_core.security.roles import require
 from hdsu_core.weight_hashes import file_sha256
 
 
@@ -24,6 +25,7 @@ def _export_meta(run_id: str, root: str) -> dict:
 
 
 def export_run_model(store, run_id: str, fmt: str, out: str | Path, *, actor: str) -> Path:
+    require(store, actor, "export_model")
     rm = get_run_model(store, run_id)
     bundle = materialize(store, run_id)
     path = export(bundle, fmt, out, _export_meta(run_id, rm.unlearned.root))
@@ -33,6 +35,7 @@ def export_run_model(store, run_id: str, fmt: str, out: str | Path, *, actor: st
 
 def model_zip(store, run_id: str, *, actor: str) -> bytes:
     """The unlearned model as a zipped Hugging Face directory (a dashboard download)."""
+    require(store, actor, "export_model")
     rm = get_run_model(store, run_id)
     data = hf_zip_bytes(materialize(store, run_id), _export_meta(run_id, rm.unlearned.root))
     store.log_event(actor, "model_export", run_id, {"format": "hf-zip", "bytes": len(data), "root": rm.unlearned.root})
@@ -41,6 +44,7 @@ def model_zip(store, run_id: str, *, actor: str) -> bytes:
 
 def delta_bytes(store, run_id: str, *, actor: str) -> bytes:
     """The run's delta file, checked against the receipt (a dashboard download)."""
+    require(store, actor, "export_model")
     rm = get_run_model(store, run_id)
     load_run_delta(rm)  # refuses a missing or altered file
     path = Path(rm.files_dir or "") / rm.receipt["delta"]["file"]
@@ -57,6 +61,7 @@ def verify_model(store, run_id: str, path: str | Path, *, actor: str) -> Verdict
 
 
 def rollback_run_model(store, run_id: str, out: str | Path, *, source: str | Path | None, actor: str) -> Path:
+    require(store, actor, "export_model")
     rm = get_run_model(store, run_id)
     bundle = rollback(store, run_id, source)
     path = export(bundle, "hf", out, {"rolled_back_from": run_id, "root": rm.original.root})

@@ -19,6 +19,8 @@ from hdsu_core.artifacts.delta import apply_delta, changed_weights, compute_delt
 from hdsu_core.artifacts.receipt import build_receipt, canonical_json, receipt_sha256
 from hdsu_core.compute import resolve_compute
 from hdsu_core.models import ModelBundle, load_model
+from hdsu_core.security.keys import sign_document
+from hdsu_core.security.roles import require
 from hdsu_core.weight_hashes import WeightsHash, file_sha256, first_mismatch, hash_state
 
 DELTA_FILE = "delta.safetensors"
@@ -194,10 +196,11 @@ def record_run_model(
     original, unlearned = hash_state(state_before), hash_state(after)
     run = store.get_run(run_id)
 
-    def receipt_for(delta_info):
-        return build_receipt(
+    def receipt_for(delta_info):  # signed, and pinning the audit log as it stands before run_done
+        receipt = build_receipt(
             run=run, original=original, unlearned=unlearned, source=source, delta_info=delta_info, **receipt_fields
         )
+        return sign_document(receipt | {"audit_chain_head": store.audit_chain_head()})
 
     files_dir, files_bytes = None, None
     if keep_files:
@@ -268,7 +271,9 @@ def rollback(store, run_id: str, source: str | Path | None = None) -> ModelBundl
 
 def delete_run_files(store, run_id: str, actor: str, *, force: bool = False) -> int:
     """Delete a run's model files (the receipt, metrics and hashes remain); returns bytes freed.
-    Refused while a later run starts from this one's model, unless ``force``."""
+    Refused while a later run starts from this one's model, unless ``force``; and for a role
+    that may not export models (``PermissionDenied``)."""
+    require(store, actor, "export_model")
     rm = get_run_model(store, run_id)
     if rm.files_deleted or not rm.files_dir:
         raise RunModelError(f"run {run_id} has no model files to delete")
