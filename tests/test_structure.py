@@ -204,7 +204,7 @@ LAYERS = {
     "demo_model": 8,
     "methods": 9,
     "engine": 10,
-    **dict.fromkeys(["lifecycle", "jobs", "audit", "bench", "workspace", "demo_status"], 11),
+    **dict.fromkeys(["lifecycle", "jobs", "audit", "bench", "bench_jobs", "workspace", "demo_status"], 11),
     **dict.fromkeys(["cli", "cli_common", "cli_engine", "cli_audit", "__main__"], 12),
     "dashboard": 13,
 }
