@@ -180,17 +180,17 @@ def _errors(summary: pd.DataFrame, key: str, scale: float = 1.0) -> dict:
 
 def _points(summary: pd.DataFrame, x: str, y: str, *, x_of=None, name: str, **marker) -> go.Scatter:
     xs = summary[x].map(x_of) if x_of else summary[x]
-    return go.Scatter(
-        x=xs,
-        y=summary[y],
+    return go.Scatter(  # plain lists: plotly would send numpy columns as binary blobs
+        x=xs.tolist(),
+        y=summary[y].tolist(),
         error_x=_errors(summary, x),
         error_y=_errors(summary, y),
         mode="markers+text",
-        text=summary["method"],
+        text=summary["method"].tolist(),
         textposition="top center",
         marker=dict(size=12, line=dict(color="white", width=1), **marker),
         name=name,
-        customdata=summary["seeds"],
+        customdata=summary["seeds"].tolist(),
         hovertemplate="<b>%{text}</b><br>x %{x:.3f} · y %{y:.3f}<br>%{customdata} seed(s)<extra></extra>",
     )
 
@@ -214,8 +214,8 @@ def bench_tradeoff_figure(summary: pd.DataFrame, height: int = 420) -> go.Figure
     front = methods.set_index("method").loc[pareto_front(summary)]
     fig.add_trace(
         go.Scatter(
-            x=front["forget_acc_after"],
-            y=front["retain_acc_after"],
+            x=front["forget_acc_after"].tolist(),
+            y=front["retain_acc_after"].tolist(),
             mode="lines+markers",
             line=dict(color=FORGET, width=2, dash="dash", shape="hv"),
             marker=dict(symbol="circle-open", size=20, color=FORGET, line=dict(width=2)),
@@ -257,8 +257,8 @@ def bench_changed_figure(summary: pd.DataFrame, height: int = 380) -> go.Figure:
     colors = [GOOD if r else PRESERVED for r in known["reference"]]
     fig = go.Figure(
         go.Bar(
-            x=known["method"],
-            y=known["changed_fraction"],
+            x=known["method"].tolist(),
+            y=known["changed_fraction"].tolist(),
             error_y=_errors(known, "changed_fraction"),
             marker_color=colors,
             text=[f"{100 * v:.3g} %" for v in known["changed_fraction"]],

@@ -26,15 +26,21 @@ from hdsu_core.tagging import collateral_terms
 # this order, empty traces included, so a click event's curve number says what was clicked).
 NODE_TRACE = 2
 GRAPH_LAYOUTS = ("layered", "radial")
-SMALL_GRAPH = 250  # up to this many concepts the graph opens fully expanded
+READABLE_NODES = 120  # the graph opens with as many levels as fit in this many nodes
 LINK_COLOR = "#ae3ec9"  # shared-term cross-links: neither forget red nor preserved blue
 NO_DATA = "#dee2e6"  # a concept the chosen run has no probe items for
 NODE_SIZES = {1: 22, 2: 16, 3: 11, 4: 8}
 
 
 def default_graph_depth(h: Hierarchy) -> int:
-    """Levels shown when the graph opens: all of a small hierarchy, two of a large one."""
-    return MAX_LEVEL if len(h) <= SMALL_GRAPH else 2
+    """Levels shown when the graph opens: as many as fit in ``READABLE_NODES`` nodes (at least one):
+    3 of the default hierarchy (40 concepts of 206), 2 of a 5,000-concept one (44)."""
+    counts = h.level_counts()
+    depth, total = 1, counts.get(1, 0)
+    while depth < MAX_LEVEL and total + counts.get(depth + 1, 0) <= READABLE_NODES:
+        depth += 1
+        total += counts.get(depth, 0)
+    return depth
 
 
 @dataclass

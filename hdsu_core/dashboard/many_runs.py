@@ -76,12 +76,12 @@ def concept_changes_figure(
         fig.add_trace(
             go.Scatter(
                 x=[names[c] for c in g.index],
-                y=g["change_pts"],
+                y=g["change_pts"].tolist(),
                 mode="lines+markers",
                 name=(labels or {}).get(run_id, run_id),
                 marker=dict(size=9, symbol=SYMBOLS[i % len(SYMBOLS)]),
                 line=dict(width=1.2),
-                customdata=list(zip(g.index, g["n"])),
+                customdata=list(zip(g.index, g["n"].tolist())),
                 hovertemplate="<b>%{x}</b> (%{customdata[0]})<br>%{y:+.1f} pts · %{customdata[1]} items"
                 "<extra>%{fullData.name}</extra>",
             )
