@@ -80,13 +80,15 @@ def _change_run() -> str | None:
 
 def _graph_chart(sel: list[str], color_by: str) -> str | None:
     """The node-link view: levels shown, layout, focus branch; returns the concept clicked."""
-    g1, g2, g3, g4 = st.columns([3, 3, 3, 2])
+    g1, g2, g3 = st.columns([3, 2, 2], vertical_alignment="bottom")
     ss.setdefault("graph_depth", D.default_graph_depth(h))
     depth = g1.select_slider("Show levels down to", options=[1, 2, 3, 4], key="graph_depth", format_func="L{}".format)
-    layout = g2.radio("Layout", D.GRAPH_LAYOUTS, horizontal=True, key="graph_layout")
-    branch_only = g3.toggle("Only the focused branch", key="graph_branch", help="Search or click a concept first")
-    if g4.button("Collapse", key="graph_collapse", help="Close the branches opened by clicks"):
+    layout = g2.selectbox("Layout", D.GRAPH_LAYOUTS, key="graph_layout")
+    if g3.button("Collapse", key="graph_collapse", help="Close the branches opened by clicks", width="stretch"):
         ss["graph_expanded"] = []
+    branch_only = st.toggle(
+        "Only the branch of the focused concept", key="graph_branch", help="Click or search a concept first"
+    )
     change_run = _change_run() if color_by == "change" else None
     change = _run_change(str(store.path), change_run, hkey, h) if change_run else None
     # A click of the last rerun is read before drawing, so the clicked concept opens at once.

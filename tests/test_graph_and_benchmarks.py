@@ -127,13 +127,14 @@ def test_tree_layout_one_row_or_ring_per_level_and_parents_centred(layout):
     view = G.graph_view(h, ids, layout)
     assert set(view.pos) == set(ids)
     if layout == "layered":
-        assert all(view.pos[c][1] == -h.concept(c).level for c in ids)
-        leaves = [view.pos[c][0] for c in ids if not any(k in view.pos for k in h.children(c))]
-        assert len(set(leaves)) == len(leaves)  # leaves side by side, none on top of another
+        assert all(view.pos[c][0] == h.concept(c).level for c in ids)  # one column per level
+        rows = [view.pos[c][1] for c in view.leaves]
+        assert len(set(rows)) == len(rows) == len(view.leaves)  # a line of its own for every leaf
         for c in ids:
-            kids = [view.pos[k][0] for k in h.children(c) if k in view.pos]
+            kids = [view.pos[k][1] for k in h.children(c) if k in view.pos]
             if kids:
-                assert view.pos[c][0] == pytest.approx((min(kids) + max(kids)) / 2)
+                assert view.pos[c][1] == pytest.approx((min(kids) + max(kids)) / 2)
+        assert view.labels_fit() and view.height == 16 * len(view.leaves) + 90
     else:
         assert all(math.hypot(*view.pos[c]) == pytest.approx(h.concept(c).level) for c in ids)
     # Collapsed concepts say how much they hide: every L3 concept here hides its L4 children.

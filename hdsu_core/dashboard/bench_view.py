@@ -178,7 +178,9 @@ def _errors(summary: pd.DataFrame, key: str, scale: float = 1.0) -> dict:
     return dict(type="data", array=std, visible=any(v > 0 for v in std), thickness=1.2)
 
 
-def _points(summary: pd.DataFrame, x: str, y: str, *, x_of=None, name: str, **marker) -> go.Scatter:
+def _points(
+    summary: pd.DataFrame, x: str, y: str, *, x_of=None, name: str, label_at: str = "top center", **marker
+) -> go.Scatter:
     xs = summary[x].map(x_of) if x_of else summary[x]
     return go.Scatter(  # plain lists: plotly would send numpy columns as binary blobs
         x=xs.tolist(),
@@ -187,7 +189,9 @@ def _points(summary: pd.DataFrame, x: str, y: str, *, x_of=None, name: str, **ma
         error_y=_errors(summary, y),
         mode="markers+text",
         text=summary["method"].tolist(),
-        textposition="top center",
+        textposition=label_at,
+        textfont=dict(size=10),
+        cliponaxis=False,
         marker=dict(size=12, line=dict(color="white", width=1), **marker),
         name=name,
         customdata=summary["seeds"].tolist(),
@@ -200,7 +204,26 @@ def _split(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return summary[~ref], summary[ref]
 
 
-def bench_tradeoff_figure(summary: pd.DataFrame, height: int = 420) -> go.Figure:
+FIGURE_HEIGHT = 380
+
+
+def _padded(*columns: pd.Series) -> list[float] | None:
+    """An axis range around the values, with room for markers, error bars and labels."""
+    vals = [float(v) for c in columns for v in c.tolist() if _known(v)]
+    if not vals:
+        return None
+    lo, hi = min(vals), max(vals)
+    pad = max(0.05, 0.15 * (hi - lo))
+    return [lo - pad, hi + pad]
+
+
+def _frame_layout(fig: go.Figure, height: int) -> None:
+    fig.update_layout(
+        height=height, margin=dict(t=20, l=10, r=10, b=10), legend=dict(orientation="h", y=-0.28, yanchor="top")
+    )
+
+
+def bench_tradeoff_figure(summary: pd.DataFrame, height: int = FIGURE_HEIGHT) -> go.Figure:
     """Forget accuracy after (x, lower is better) against retain accuracy after (y, higher is
     better), one point per method with the seeds' standard deviation as error bars; the retrain
     reference as a star; the Pareto front as a line."""
@@ -208,9 +231,17 @@ def bench_tradeoff_figure(summary: pd.DataFrame, height: int = 420) -> go.Figure
     fig = go.Figure(_points(methods, "forget_acc_after", "retain_acc_after", name="method", color=PRESERVED))
     if not ref.empty:
         fig.add_trace(
-            _points(ref, "forget_acc_after", "retain_acc_after", name="retrain (reference)", color=GOOD, symbol="star")
+            _points(
+                ref,
+                "forget_acc_after",
+                "retain_acc_after",
+                name="retrain (reference)",
+                label_at="bottom center",  # methods as good as the reference sit on it, labelled above
+                color=GOOD,
+                symbol="star",
+            )
         )
-        fig.data[-1].marker.size = 18
+        fig.data[-1].marker.size = 16
     front = methods.set_index("method").loc[pareto_front(summary)]
     fig.add_trace(
         go.Scatter(
@@ -224,33 +255,53 @@ def bench_tradeoff_figure(summary: pd.DataFrame, height: int = 420) -> go.Figure
             hovertemplate="Pareto front: %{text}<extra></extra>",
         )
     )
-    fig.update_layout(height=height, margin=dict(t=30, l=10, r=10, b=10), legend=dict(orientation="h", y=-0.2))
-    fig.update_xaxes(title_text="forget accuracy after (lower = more forgotten)", tickformat=".0%", rangemode="tozero")
-    fig.update_yaxes(title_text="retain accuracy after (higher = more kept)", tickformat=".0%")
+    _frame_layout(fig, height)
+    x, y = summary["forget_acc_after"], summary["retain_acc_after"]
+    fig.update_xaxes(
+        title_text="forget accuracy after (lower: more forgotten)",
+        tickformat=".0%",
+        range=_padded(x - summary["forget_acc_after_std"].fillna(0), x + summary["forget_acc_after_std"].fillna(0)),
+    )
+    fig.update_yaxes(
+        title_text="retain accuracy after (higher: more kept)",
+        tickformat=".0%",
+        range=_padded(y - summary["retain_acc_after_std"].fillna(0), y + summary["retain_acc_after_std"].fillna(0)),
+    )
     return fig
 
 
-def bench_mia_figure(summary: pd.DataFrame, height: int = 380) -> go.Figure:
+def bench_mia_figure(summary: pd.DataFrame, height: int = FIGURE_HEIGHT) -> go.Figure:
     """Membership-inference AUC after unlearning against how much was forgotten (1 − forget
     accuracy after); the band is the target 0.5 ± 0.05 (forget items look never seen)."""
     methods, ref = _split(summary)
-    forgotten = {"x_of": lambda v: None if not _known(v) else 1 - v}
-    fig = go.Figure(_points(methods, "forget_acc_after", "mia_auc", name="method", color=PRESERVED, **forgotten))
+
+    def forgotten(v):
+        return None if not _known(v) else 1 - v
+
+    fig = go.Figure(_points(methods, "forget_acc_after", "mia_auc", name="method", color=PRESERVED, x_of=forgotten))
     if not ref.empty:
         fig.add_trace(
             _points(
-                ref, "forget_acc_after", "mia_auc", name="retrain (reference)", color=GOOD, symbol="star", **forgotten
+                ref,
+                "forget_acc_after",
+                "mia_auc",
+                name="retrain (reference)",
+                label_at="bottom center",
+                color=GOOD,
+                symbol="star",
+                x_of=forgotten,
             )
         )
     fig.add_hrect(y0=0.45, y1=0.55, fillcolor=GOOD, opacity=0.12, line_width=0)
     fig.add_hline(y=0.5, line=dict(color=GOOD, dash="dot", width=1))
-    fig.update_layout(height=height, margin=dict(t=30, l=10, r=10, b=10), legend=dict(orientation="h", y=-0.25))
-    fig.update_xaxes(title_text="forgetting (1 − forget accuracy after)", tickformat=".0%")
+    _frame_layout(fig, height)
+    forgetting = _padded(1 - summary["forget_acc_after"])
+    fig.update_xaxes(title_text="forgetting (1 − forget accuracy after)", tickformat=".0%", range=forgetting)
     fig.update_yaxes(title_text="MIA AUC after (0.5 = never seen)")
     return fig
 
 
-def bench_changed_figure(summary: pd.DataFrame, height: int = 380) -> go.Figure:
+def bench_changed_figure(summary: pd.DataFrame, height: int = FIGURE_HEIGHT) -> go.Figure:
     """Fraction of weights each method changed, on a log axis (dense methods change most of the
     model, masked ones a fraction of a percent), with the seeds' standard deviation."""
     known = summary[summary["changed_fraction"].map(_known)]
@@ -263,10 +314,12 @@ def bench_changed_figure(summary: pd.DataFrame, height: int = 380) -> go.Figure:
             marker_color=colors,
             text=[f"{100 * v:.3g} %" for v in known["changed_fraction"]],
             textposition="outside",
+            cliponaxis=False,
             hovertemplate="<b>%{x}</b><br>%{y:.4%} of the weights<extra></extra>",
         )
     )
-    fig.update_layout(height=height, margin=dict(t=30, l=10, r=10, b=10), showlegend=False)
+    _frame_layout(fig, height)
+    fig.update_layout(showlegend=False)
     fig.update_yaxes(type="log", title_text="changed weights (log)", tickformat=".2~%")
     return fig
 

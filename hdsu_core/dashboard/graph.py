@@ -30,6 +30,8 @@ READABLE_NODES = 120  # the graph opens with as many levels as fit in this many 
 LINK_COLOR = "#ae3ec9"  # shared-term cross-links: neither forget red nor preserved blue
 NO_DATA = "#dee2e6"  # a concept the chosen run has no probe items for
 NODE_SIZES = {1: 22, 2: 16, 3: 11, 4: 8}
+LABEL_CHARS = 24
+LEAF_PX, MIN_HEIGHT, MAX_HEIGHT = 16, 420, 1400  # layered tree: pixels per leaf line, figure height limits
 
 
 def default_graph_depth(h: Hierarchy) -> int:
@@ -51,6 +53,19 @@ class GraphView:
     ids: list[str]
     pos: dict[str, tuple[float, float]]
     hidden: dict[str, int] = field(default_factory=dict)
+    leaves: set[str] = field(default_factory=set)  # drawn concepts with no drawn child
+    layout: str = "layered"
+
+    @property
+    def height(self) -> int:
+        """Figure height in pixels: a layered tree gives each leaf a line (within limits)."""
+        if self.layout == "radial":
+            return 640
+        return int(min(MAX_HEIGHT, max(MIN_HEIGHT, LEAF_PX * len(self.leaves) + 90)))
+
+    def labels_fit(self) -> bool:
+        """Whether every node can carry its name (a layered tree with a line per leaf)."""
+        return self.layout != "radial" and (self.height - 90) / max(1, len(self.leaves)) >= LEAF_PX - 2
 
 
 def visible_concepts(
@@ -78,8 +93,9 @@ def visible_concepts(
 
 
 def tree_layout(h: Hierarchy, ids: list[str], layout: str = "layered") -> dict[str, tuple[float, float]]:
-    """Positions of a tidy tree: visible leaves side by side in depth-first order, each parent
-    centred over its children, one row (or, radial, one ring) per level."""
+    """Positions of a tidy tree: visible leaves one under the other in depth-first order, each
+    parent centred beside its children, one column per level from the left (or, radial, one ring
+    per level from the centre). Levels run left to right so that every label has a line of its own."""
     g = nx.DiGraph(h.graph.subgraph(ids))
     x: dict[str, float] = {}
     next_leaf = 0.0
@@ -99,18 +115,20 @@ def tree_layout(h: Hierarchy, ids: list[str], layout: str = "layered") -> dict[s
             angle = 2 * math.pi * (x[n] + 0.5) / width
             pos[n] = (level * math.cos(angle), level * math.sin(angle))
         else:
-            pos[n] = (x[n], -float(level))
+            pos[n] = (float(level), -x[n])
     return pos
 
 
 def graph_view(h: Hierarchy, ids: list[str], layout: str = "layered") -> GraphView:
     """The layout of ``ids`` and, per collapsed concept, the number of concepts below it not drawn."""
     shown = set(ids)
-    hidden = {}
+    hidden, leaves = {}, set()
     for cid in ids:
-        if h.children(cid) and not any(k in shown for k in h.children(cid)):
-            hidden[cid] = len(h.descendants(cid))
-    return GraphView(ids=ids, pos=tree_layout(h, ids, layout), hidden=hidden)
+        if not any(k in shown for k in h.children(cid)):
+            leaves.add(cid)
+            if h.children(cid):
+                hidden[cid] = len(h.descendants(cid))
+    return GraphView(ids=ids, pos=tree_layout(h, ids, layout), hidden=hidden, leaves=leaves, layout=layout)
 
 
 def representative(h: Hierarchy, cid: str, shown: set[str]) -> str | None:
@@ -180,7 +198,9 @@ def _edge_trace(h: Hierarchy, view: GraphView) -> go.Scatter:
             (x0, y0), (x1, y1) = view.pos[p], view.pos[cid]
             xs += [x0, x1, None]
             ys += [y0, y1, None]
-    return go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#adb5bd", width=1), hoverinfo="skip", name="edges")
+    return go.Scatter(
+        x=xs, y=ys, mode="lines", line=dict(color="#adb5bd", width=1), hoverinfo="skip", name="edges", showlegend=False
+    )
 
 
 def _link_trace(view: GraphView, links: list[dict]) -> go.Scatter:
@@ -226,34 +246,36 @@ CHANGE_SCALE = [[0, FORGET], [0.5, "#f1f3f5"], [1, PRESERVED]]
 
 def _node_trace(h: Hierarchy, view: GraphView, colors: list[Any], roles: list[str], marks: dict) -> go.Scatter:
     """One marker per drawn concept; ``marks`` holds the focus and the nodes hiding part of the selection."""
-    many = len(view.ids) > 60
-    xs, ys, text, sizes, line_c, line_w, custom = [], [], [], [], [], [], []
+    fit = view.labels_fit()
+    xs, ys, text, where, sizes, line_c, line_w, custom = [], [], [], [], [], [], [], []
     for cid, role in zip(view.ids, roles):
         c = h.concept(cid)
         n_hidden = view.hidden.get(cid, 0)
         x, y = view.pos[cid]
         xs.append(x)
         ys.append(y)
-        labelled = not many or c.level <= 2 or cid == marks["focus"] or cid in marks["selected"]
-        text.append((c.name + (f" (+{n_hidden})" if n_hidden else "")) if labelled else "")
+        labelled = fit or c.level == 1 or cid == marks["focus"] or cid in marks["selected"]
+        name = c.name if len(c.name) <= LABEL_CHARS else c.name[: LABEL_CHARS - 1] + "…"  # the hover has it all
+        text.append((name + (f" (+{n_hidden})" if n_hidden else "")) if labelled else "")
+        where.append("middle right" if cid in view.leaves and view.layout != "radial" else "top center")
         sizes.append(NODE_SIZES.get(c.level, 8) + (min(8.0, 2 * math.log10(1 + n_hidden)) if n_hidden else 0))
         ring = "#212529" if cid == marks["focus"] else FORGET if cid in marks["hides_selection"] else None
         line_c.append(ring or ("#495057" if n_hidden else "white"))
         line_w.append(3.0 if ring else 1.5 if n_hidden else 0.8)
         below = f"{n_hidden} concepts below (collapsed: click to open)" if n_hidden else ""
-        custom.append([cid, f"L{c.level} · {LEVEL_NAMES.get(c.level, '')}", role, below])
+        custom.append([cid, f"L{c.level} · {LEVEL_NAMES.get(c.level, '')}", role, below, c.name])
     return go.Scatter(
         x=xs,
         y=ys,
         mode="markers+text",
         text=text,
-        textposition="top center",
+        textposition=where,
         textfont=dict(size=10),
         customdata=custom,
         marker=dict(size=sizes, color=colors, line=dict(color=line_c, width=line_w), opacity=1.0),
         selected=dict(marker=dict(opacity=1.0)),
         unselected=dict(marker=dict(opacity=1.0)),
-        hovertemplate="<b>%{text}</b><br>%{customdata[1]}<br>id: %{customdata[0]}<br>%{customdata[2]}"
+        hovertemplate="<b>%{customdata[4]}</b><br>%{customdata[1]}<br>id: %{customdata[0]}<br>%{customdata[2]}"
         "<br>%{customdata[3]}<extra></extra>",
         name="concepts",
         showlegend=False,
@@ -271,7 +293,6 @@ def hierarchy_graph_figure(
     layout: str = "layered",
     color_by: str = "selection",
     change: Mapping[str, float] | None = None,
-    height: int = 620,
 ) -> go.Figure:
     """The hierarchy as a node-link tree (``layout`` "layered" or "radial"): edges parent -> child,
     dotted cross-links to preserved concepts sharing a term with the selection, nodes coloured by
@@ -303,7 +324,7 @@ def hierarchy_graph_figure(
     )
     if color_by == "change":
         fig.add_trace(_colorbar_trace(lim))
-    _graph_layout(fig, layout, height)
+    _graph_layout(fig, view)
     return fig
 
 
@@ -326,25 +347,30 @@ def _colorbar_trace(lim: float) -> go.Scatter:
     )
 
 
-def _graph_layout(fig: go.Figure, layout: str, height: int) -> None:
+def _graph_layout(fig: go.Figure, view: GraphView) -> None:
     fig.update_layout(
-        height=height,
-        margin=dict(t=10, l=10, r=10, b=10),
+        height=view.height,
+        margin=dict(t=30, l=10, r=10, b=10),
         plot_bgcolor="white",
-        legend=dict(orientation="h", y=-0.02),
+        legend=dict(orientation="h", y=0, yanchor="top"),
         hovermode="closest",
     )
-    fig.update_xaxes(visible=False)
-    if layout == "radial":
-        fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
-    else:
-        fig.update_yaxes(
-            tickvals=[-lvl for lvl in LEVEL_NAMES],
-            ticktext=[f"L{lvl} · {name}" for lvl, name in LEVEL_NAMES.items()],
-            showgrid=False,
-            zeroline=False,
-            range=[-MAX_LEVEL - 0.5, -0.5],
-        )
+    fig.update_yaxes(visible=False)
+    if view.layout == "radial":
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(scaleanchor="x", scaleratio=1)
+        return
+    deepest = max((int(x) for x, _ in view.pos.values()), default=1)
+    fig.update_xaxes(  # the level names on top; room on the right for the labels of the deepest column
+        side="top",
+        tickvals=list(LEVEL_NAMES),
+        ticktext=[f"L{lvl}<br>{name}" for lvl, name in LEVEL_NAMES.items()],
+        tickangle=0,
+        tickfont=dict(size=10),
+        showgrid=False,
+        zeroline=False,
+        range=[0.4, deepest + 1.1],
+    )
 
 
 def graph_concept_from_event(event: Any, h: Hierarchy) -> str | None:
