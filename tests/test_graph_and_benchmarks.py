@@ -17,6 +17,7 @@ import time
 
 import pandas as pd
 import pytest
+import streamlit as st
 from hierarchy_helpers import synthetic_hierarchy
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from test_app import app, seed_run
@@ -439,24 +440,29 @@ def test_5000_concepts_graph_collapsed_renders_faster_than_the_icicle(home):
     }
     at = app("hierarchy", state)
     times = {}
-    for kind in ("icicle", "graph"):
-        t0 = time.perf_counter()
-        at.radio(key="hier_kind").set_value(kind).run()
-        first = time.perf_counter() - t0
-        assert not at.exception
-        reruns = []
-        for _ in range(5):
+
+    def best_of(n: int, fresh: bool) -> float:
+        """Fastest of n page runs; ``fresh``: with the figure caches emptied first (figure built)."""
+        runs = []
+        for _ in range(n):
+            if fresh:
+                st.cache_data.clear()
             t0 = time.perf_counter()
             at.run()
-            reruns.append(time.perf_counter() - t0)
-        times[kind] = (first, min(reruns))
+            runs.append(time.perf_counter() - t0)
+            assert not at.exception
+        return min(runs)
+
+    for kind in ("icicle", "graph"):
+        at.radio(key="hier_kind").set_value(kind).run()
+        times[kind] = (best_of(3, fresh=True), best_of(5, fresh=False))
     assert len(graph_nodes(at)) == 44  # 4 roots + 40 L2 concepts: collapsed below L2
     print(
-        "\nHierarchy page, 5,000 concepts (first render with the figure built / best of 5 reruns): "
+        "\nHierarchy page, 5,000 concepts (best of 3 with the figure built / best of 5 cached): "
         + ", ".join(f"{k} {a:.2f} s / {b:.2f} s" for k, (a, b) in times.items())
     )
-    assert times["graph"][1] < times["icicle"][1]
     assert times["graph"][0] < times["icicle"][0]
+    assert times["graph"][1] < times["icicle"][1]
 
 
 def test_benchmarks_page_shows_stored_rows_and_the_pareto_front(store):
