@@ -439,30 +439,33 @@ def test_5000_concepts_graph_collapsed_renders_faster_than_the_icicle(home):
         "forget_selection": [big.roots()[0]],
     }
     at = app("hierarchy", state)
-    times = {}
+    # The page's CPU time (this process: AppTest runs the script in a thread of it), so that other
+    # work on a shared machine does not decide the comparison; wall time is printed beside it.
+    # Interleaved, the fastest of 5 page runs of each view: with the figure caches emptied (the
+    # figure is built) and cached.
+    cpu: dict[tuple[str, str], list[float]] = {}
+    wall: dict[tuple[str, str], list[float]] = {}
 
-    def best_of(n: int, fresh: bool) -> float:
-        """Fastest of n page runs; ``fresh``: with the figure caches emptied first (figure built)."""
-        runs = []
-        for _ in range(n):
-            if fresh:
-                st.cache_data.clear()
-            t0 = time.perf_counter()
-            at.run()
-            runs.append(time.perf_counter() - t0)
-            assert not at.exception
-        return min(runs)
+    def timed(kind: str, case: str, run) -> None:
+        c0, w0 = time.process_time(), time.perf_counter()
+        run()
+        cpu.setdefault((kind, case), []).append(time.process_time() - c0)
+        wall.setdefault((kind, case), []).append(time.perf_counter() - w0)
+        assert not at.exception
 
-    for kind in ("icicle", "graph"):
-        at.radio(key="hier_kind").set_value(kind).run()
-        times[kind] = (best_of(3, fresh=True), best_of(5, fresh=False))
+    for _ in range(5):
+        for kind in ("icicle", "graph"):
+            st.cache_data.clear()
+            timed(kind, "built", at.radio(key="hier_kind").set_value(kind).run)
+            timed(kind, "cached", at.run)
     assert len(graph_nodes(at)) == 44  # 4 roots + 40 L2 concepts: collapsed below L2
+    best = {k: (min(cpu[k]), min(wall[k])) for k in cpu}
     print(
-        "\nHierarchy page, 5,000 concepts (best of 3 with the figure built / best of 5 cached): "
-        + ", ".join(f"{k} {a:.2f} s / {b:.2f} s" for k, (a, b) in times.items())
+        "\nHierarchy page, 5,000 concepts, best of 5 (CPU / wall): "
+        + ", ".join(f"{kind} {case} {c:.2f} s / {w:.2f} s" for (kind, case), (c, w) in best.items())
     )
-    assert times["graph"][0] < times["icicle"][0]
-    assert times["graph"][1] < times["icicle"][1]
+    for case in ("built", "cached"):
+        assert best[("graph", case)][0] < best[("icicle", case)][0], case
 
 
 def test_benchmarks_page_shows_stored_rows_and_the_pareto_front(store):
