@@ -13,6 +13,8 @@ pages = {
     "Results": [
         st.Page("pages/runs.py", title="Runs", icon="⏱️"),
         st.Page("pages/compare.py", title="Compare", icon="📊"),
+        st.Page("pages/compare_runs.py", title="Compare runs", icon="🧮"),
+        st.Page("pages/benchmarks.py", title="Benchmarks", icon="🏁"),
         st.Page("pages/models.py", title="Models", icon="📦"),
         st.Page("pages/audit.py", title="Audit report", icon="🧾"),
     ],

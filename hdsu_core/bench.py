@@ -167,7 +167,10 @@ def run_bench(
     inject: bool = False,
     keep_models: bool = False,
     author: str = "bench",
+    worker_pid: int | None = None,
 ) -> list[dict]:
+    """``worker_pid``: the process running the bench, recorded on each method's run row so the
+    Runs page sees the run alive (and its Cancel reaches the bench)."""
     rows = []
     bench_id = time.strftime("b%Y%m%d-%H%M%S") + (f"-s{seed}" if seed else "")
     for ds in datasets:
@@ -206,6 +209,8 @@ def run_bench(
             )
             if store is not None:
                 run_id = create_run(store, cfg, author=author)
+                if worker_pid:
+                    store.update_run(run_id, pid=worker_pid)
                 r = execute_run(store, run_id, progress=progress, executor="bench")
             else:
                 r = run_unlearning(cfg, progress=progress)

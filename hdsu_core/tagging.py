@@ -33,15 +33,22 @@ class Tag:
     matched: tuple[str, ...] = ()  # every concept whose matcher or term hit
 
 
+def term_owners(hierarchy: Hierarchy) -> dict[str, list[str]]:
+    """Each term (stripped, lower case) -> the concepts that list it, depth-first: a term with
+    several owners is a term they share."""
+    by_term: dict[str, list[str]] = defaultdict(list)
+    for c in hierarchy.concepts():
+        for t in {t.strip().lower() for t in c.terms if t.strip()}:
+            by_term[t].append(c.id)
+    return by_term
+
+
 class TermIndex:
     """One compiled regex over all terms of a hierarchy, longest terms first so phrases beat words."""
 
     def __init__(self, hierarchy: Hierarchy):
         self.h = hierarchy
-        self.by_term: dict[str, list[str]] = defaultdict(list)
-        for c in hierarchy.concepts():
-            for t in {t.strip().lower() for t in c.terms if t.strip()}:
-                self.by_term[t].append(c.id)
+        self.by_term: dict[str, list[str]] = term_owners(hierarchy)
         terms = sorted(self.by_term, key=lambda t: (-len(t), t))
         self.regex = (
             re.compile(r"(?<!\w)(?:" + "|".join(re.escape(t) for t in terms) + r")(?!\w)", re.IGNORECASE)
@@ -222,9 +229,8 @@ def collateral_terms(hierarchy: Hierarchy, selected: Iterable[str]) -> list[dict
     """Terms of the selected branches that also appear on preserved concepts: forgetting them risks
     collateral damage (the warning shown before a launch)."""
     targeted = hierarchy.expand_selection(selected)
-    idx = TermIndex(hierarchy)
     out = []
-    for term, cids in sorted(idx.by_term.items()):
+    for term, cids in sorted(term_owners(hierarchy).items()):  # no regex needed: only who owns which term
         inside = [c for c in cids if c in targeted]
         outside = [c for c in cids if c not in targeted]
         if inside and outside:

@@ -6,6 +6,7 @@ from hdsu_core import dashboard as D
 from hdsu_core import workspace as W
 from hdsu_core.hierarchy import Concept, Hierarchy, HierarchyError, diff_summary
 from hdsu_core.icd10 import import_branch
+from hdsu_core.store import RunStatus
 from pages import _ui
 
 _ui.header(
@@ -33,6 +34,82 @@ def _arrays(hkey: str, _h: Hierarchy):
 @st.cache_data(show_spinner=False, max_entries=16)
 def _counts(spec: str, mtime: float, hkey: str, _h: Hierarchy) -> dict:
     return D.tag_counts(_ui.tags(spec, _h, hkey))
+
+
+def _focus_on(cid: str) -> None:
+    """A concept clicked in a chart: show its details (and open it in the graph)."""
+    ss["hier_last_click"] = cid
+    ss["focus"] = cid
+    ss["concept_pick"] = cid
+    ss["edit_target"] = cid
+    ss["graph_expanded"] = [*(c for c in ss.get("graph_expanded", []) if c != cid), cid]
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _graph_figure(hkey: str, selected: tuple, view: tuple, change_run: str | None, _h: Hierarchy, _change):
+    depth, expanded, focus, branch, layout, color_by = view
+    return D.hierarchy_graph_figure(
+        _h,
+        selected,
+        depth=depth,
+        expanded=expanded,
+        focus=focus,
+        branch=branch,
+        layout=layout,
+        color_by=color_by,
+        change=_change,
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _run_change(db: str, run_id: str, hkey: str, _h: Hierarchy) -> dict:
+    cmap = D.collateral_map(_h, store.probe_results(run_id))
+    return dict(zip(cmap["concept_id"], cmap["change_pts"]))
+
+
+def _change_run() -> str | None:
+    """The finished run whose accuracy change colours the graph (None when there is none)."""
+    runs = store.list_runs(limit=200)
+    done = runs[runs["status"] == RunStatus.DONE] if not runs.empty else runs
+    if done.empty:
+        st.caption("No finished run yet: launch one to colour the graph by what it changed.")
+        return None
+    labels = {r["run_id"]: D.run_label(r) for _, r in done.iterrows()}
+    return st.selectbox("Run", list(labels), format_func=labels.get, key="graph_run")
+
+
+def _graph_chart(sel: list[str], color_by: str) -> str | None:
+    """The node-link view: levels shown, layout, focus branch; returns the concept clicked."""
+    g1, g2, g3 = st.columns([3, 2, 2], vertical_alignment="bottom")
+    ss.setdefault("graph_depth", D.default_graph_depth(h))
+    depth = g1.select_slider("Show levels down to", options=[1, 2, 3, 4], key="graph_depth", format_func="L{}".format)
+    layout = g2.selectbox("Layout", D.GRAPH_LAYOUTS, key="graph_layout")
+    if g3.button("Collapse", key="graph_collapse", help="Close the branches opened by clicks", width="stretch"):
+        ss["graph_expanded"] = []
+    branch_only = st.toggle(
+        "Only the branch of the focused concept", key="graph_branch", help="Click or search a concept first"
+    )
+    change_run = _change_run() if color_by == "change" else None
+    change = _run_change(str(store.path), change_run, hkey, h) if change_run else None
+    # A click of the last rerun is read before drawing, so the clicked concept opens at once.
+    clicked = D.graph_concept_from_event(ss.get("hier_chart_graph"), h)
+    if clicked is None:
+        ss["hier_last_click"] = None  # deselected: a second click on the same concept counts again
+    elif clicked != ss.get("hier_last_click"):
+        _focus_on(clicked)
+    focus = ss.get("focus") if ss.get("focus") in h else None
+    branch = ([focus, *h.ancestors(focus)][-1] if focus else None) if branch_only else None
+    expanded = tuple(c for c in ss.get("graph_expanded", []) if c in h)
+    view = (depth, expanded, focus, branch, layout, color_by)
+    fig = _graph_figure(hkey, tuple(sel), view, change_run, h, change)
+    st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="hier_chart_graph", width="stretch")
+    st.caption(
+        ":red[●] selected to forget · :orange[●] under a selected concept · :blue[●] preserved by level · "
+        "dark ring: collapsed (click to open) · :violet[┄] shares a term with the selection"
+        if color_by != "change"
+        else ":red[●] accuracy dropped · :blue[●] kept or improved · grey: no probe items in this run"
+    )
+    return clicked
 
 
 def _flash(msg: str) -> None:
@@ -82,30 +159,33 @@ with tab_explore:
     c_chart, c_side = st.columns([3, 2], gap="large")
     with c_chart:
         o1, o2 = st.columns(2)
+        kind = o2.radio("View", ["sunburst", "icicle", "graph"], horizontal=True, key="hier_kind")
+        colours = {"selection": "by forget selection", "level": "by level"}
+        if kind == "graph":
+            colours["change"] = "by accuracy change of a run"
         color_by = o1.radio(
             "Colour",
-            ["selection", "level"],
+            list(colours),
             horizontal=True,
-            key="hier_color",
-            format_func={"selection": "by forget selection", "level": "by level"}.get,
+            key="hier_color_graph" if kind == "graph" else "hier_color",
+            format_func=colours.get,
         )
-        kind = o2.radio("View", ["sunburst", "icicle"], horizontal=True, key="hier_kind")
         t0 = time.perf_counter()
-        fig = _figure(hkey, tuple(sel), color_by, kind, h)
-        event = st.plotly_chart(
-            fig, on_select="rerun", selection_mode="points", key=f"hier_chart_{kind}", width="stretch"
-        )
-        st.caption(
-            ":red[■] selected to forget · :orange[■] under a selected concept · "
-            ":blue[■] preserved (darker = higher level)"
-            + (" · large hierarchy: 3 rings shown, click to zoom" if len(h) > D.LARGE_HIERARCHY else "")
-        )
-        clicked = D.concept_from_event(event, h, _arrays(hkey, h))
+        if kind == "graph":
+            clicked = _graph_chart(sel, color_by)
+        else:
+            fig = _figure(hkey, tuple(sel), color_by, kind, h)
+            event = st.plotly_chart(
+                fig, on_select="rerun", selection_mode="points", key=f"hier_chart_{kind}", width="stretch"
+            )
+            st.caption(
+                ":red[■] selected to forget · :orange[■] under a selected concept · "
+                ":blue[■] preserved (darker = higher level)"
+                + (" · large hierarchy: 3 rings shown, click to zoom" if len(h) > D.LARGE_HIERARCHY else "")
+            )
+            clicked = D.concept_from_event(event, h, _arrays(hkey, h))
         if clicked and clicked != ss.get("hier_last_click"):
-            ss["hier_last_click"] = clicked
-            ss["focus"] = clicked
-            ss["concept_pick"] = clicked
-            ss["edit_target"] = clicked
+            _focus_on(clicked)
     with c_side:
         if ss.get("focus") not in options:
             ss["focus"] = sel[0] if sel else ids[0]

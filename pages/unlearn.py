@@ -189,6 +189,9 @@ st.caption(
     f"Launching as **{_ui.actor()}** · method **{method}** · "
     f"{'default settings' if not changed else 'changed: ' + ', '.join(f'{k}={v:g}' for k, v in changed.items())}"
 )
+if spec:
+    estimate = D.run_time_estimate(store.list_runs(limit=500), model=model, dataset=spec, method=method)
+    st.caption(f"⏱️ Estimated run time: {D.run_time_estimate_text(estimate)}.")
 if problems:
     st.info("To launch: " + "; ".join(problems) + ".", icon="ℹ️")
 if st.button("Launch unlearning run", type="primary", icon="🚀", disabled=bool(problems), key="launch"):

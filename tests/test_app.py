@@ -28,7 +28,7 @@ from hdsu_core.store import Store
 from hdsu_core.tagging import make_split
 
 APP = str(paths.PROJECT_ROOT / "app.py")
-PAGES = ["overview", "hierarchy", "unlearn", "runs", "compare", "models", "audit"]
+PAGES = ["overview", "hierarchy", "unlearn", "runs", "compare", "compare_runs", "benchmarks", "models", "audit"]
 
 
 @pytest.fixture

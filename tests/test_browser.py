@@ -432,3 +432,104 @@ def test_user_flow_select_unlearn_compare_report(page, server):
     expect(page.get_by_role("combobox", name="Unlearned model")).to_have_value(run_id)
     shot(page, "models", docs=True)
     print(f"browser flow: {time.time() - t0:.0f} s (run {run_id})")
+
+
+# The README's demo bench, forget anxiety (seed 0): forget acc after, retain acc after, MIA AUC,
+# changed fraction, seconds. Stored as bench rows for the Benchmarks page.
+README_BENCH_ANXIETY = {
+    "retrain": (0.00, 1.000, 0.537, 1.0, 20.0),
+    "hdsu": (0.00, 1.000, 0.478, 0.001, 17.0),
+    "grad_ascent": (0.15, 0.398, 0.204, 0.65, 6.0),
+    "grad_diff": (0.00, 0.771, 0.335, 0.72, 3.0),
+    "npo": (0.00, 0.878, 0.380, 0.73, 7.0),
+}
+
+# Page coordinates of a node of the hierarchy graph, from the drawn figure (node trace 2).
+GRAPH_NODE_XY = """(id) => {
+    const gd = document.querySelector('.js-plotly-plot');
+    const nodes = gd.data[2];
+    const i = nodes.customdata.findIndex(c => c[0] === id);
+    if (i < 0) return null;
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+    return {x: box.left + xa._offset + xa.l2p(nodes.x[i]), y: box.top + ya._offset + ya.l2p(nodes.y[i])};
+}"""
+
+
+def click_graph_node(page, concept_id: str, name: str, attempts: int = 4) -> None:
+    """Mouse-click the graph node of ``concept_id`` until the details panel shows ``name``."""
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=60_000)
+    page.wait_for_timeout(1000)
+    details = page.get_by_role("heading", name=name, exact=True)
+    for _ in range(attempts):
+        page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        xy = page.evaluate(GRAPH_NODE_XY, concept_id)
+        assert xy, f"no graph node {concept_id!r} is drawn"
+        page.mouse.click(xy["x"], xy["y"])
+        settle(page)
+        try:
+            details.wait_for(timeout=8_000)
+            return
+        except sync_api.TimeoutError:
+            print(f"click on the {concept_id!r} node not registered yet; retrying", flush=True)
+            page.wait_for_timeout(1000)
+    shot(page, "graph-click-failed")
+    raise AssertionError(
+        f"clicking the {concept_id!r} node did not select it (see test-artifacts/graph-click-failed.png)"
+    )
+
+
+def test_graph_view_click_and_benchmarks_page(page, server):
+    """Hierarchy page, graph view: click a node, add it to the selection; Benchmarks page: the stored
+    rows, the Pareto front and the plots."""
+    store = Store(str(server["home"] / "hdsu.duckdb"))
+    store.save_bench(
+        "b-readme",
+        "demo",
+        [
+            {
+                "dataset": "demo",
+                "run_id": "",
+                "method": m,
+                "forget": ["anxiety"],
+                "seed": 0,
+                "forget_acc_before": 1.0,
+                "forget_acc_after": f,
+                "retain_acc_before": 1.0,
+                "retain_acc_after": r,
+                "mia_auc": mia,
+                "changed_fraction": ch,
+                "seconds": sec,
+            }
+            for m, (f, r, mia, ch, sec) in README_BENCH_ANXIETY.items()
+        ],
+    )
+    page.goto(server["url"])
+    page.wait_for_selector('[data-testid="stApp"]')
+    settle(page)
+    nav(page, "Hierarchy")
+    page.get_by_text("graph", exact=True).click()
+    settle(page)
+    expect(page.get_by_text("Show levels down to")).to_be_visible()
+    click_graph_node(page, "anxiety", "Anxiety")
+    expect(page.get_by_text("Behavioural sciences › Mental health › Anxiety")).to_be_visible()
+    page.get_by_role("button", name=re.compile("Add to forget selection")).click()
+    settle(page)
+    expect(page.get_by_role("button", name=re.compile("Remove from forget selection"))).to_be_visible()
+    chosen = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Concepts to forget")
+    expect(chosen).to_contain_text("Anxiety")
+    # The clicked concept opened: its children are drawn now.
+    assert page.evaluate(GRAPH_NODE_XY, "panic_disorder"), "the children of the clicked node are not drawn"
+    page.wait_for_timeout(500)
+    shot(page, "hierarchy-graph", docs=True)
+
+    nav(page, "Benchmarks")
+    expect(page.get_by_role("heading", name="demo · forget anxiety")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Pareto front.*: hdsu\."))).to_be_visible()
+    legend = page.locator(".js-plotly-plot .legendtext")  # the table is a canvas: read the plot legends
+    expect(legend.filter(has_text="retrain (reference)").first).to_be_visible()
+    expect(legend.filter(has_text="Pareto front").first).to_be_visible()
+    # The setting's heading at the top of the screenshot: its table and the three plots below it.
+    page.get_by_role("heading", name="demo · forget anxiety").evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(800)
+    shot(page, "benchmarks", docs=True)

@@ -206,7 +206,7 @@ LAYERS = {
     "demo_model": 8,
     **dict.fromkeys(["methods", "artifacts"], 9),
     "engine": 10,
-    **dict.fromkeys(["lifecycle", "jobs", "audit", "bench", "workspace", "demo_status"], 11),
+    **dict.fromkeys(["lifecycle", "jobs", "audit", "bench", "bench_jobs", "workspace", "demo_status"], 11),
     **dict.fromkeys(["cli", "cli_common", "cli_engine", "cli_audit", "cli_models", "cli_security", "__main__"], 12),
     "dashboard": 13,
 }

@@ -7,10 +7,26 @@ shared hierarchy's versions live in :mod:`hdsu_core.workspace`, devices in
 
 The pages import this package as ``D``; the names below come from its modules:
 ``palette`` (colours, status labels), ``tree`` (the concept tree, selection, editor tables),
+``graph`` (the concept tree as a node-link graph),
 ``data`` (datasets and splits), ``runs`` (run tables, labels, metric cards, launch settings) and
-``results`` (probe results of a run).
+``results`` (probe results of a run), ``many_runs`` (several runs side by side) and ``bench_view``
+(stored benchmark results: tables, Pareto front, figures).
 """
 
+from hdsu_core.dashboard.bench_view import (
+    PARETO,
+    RETRAIN,
+    bench_changed_figure,
+    bench_frame,
+    bench_mia_figure,
+    bench_summary,
+    bench_table,
+    bench_tradeoff_figure,
+    filter_bench,
+    job_line,
+    pareto_front,
+    parse_seeds,
+)
 from hdsu_core.dashboard.data import (
     collateral_table,
     concept_item_counts,
@@ -20,6 +36,15 @@ from hdsu_core.dashboard.data import (
     split_totals,
     tag_counts,
 )
+from hdsu_core.dashboard.graph import (
+    GRAPH_LAYOUTS,
+    default_graph_depth,
+    graph_concept_from_event,
+    hierarchy_graph_figure,
+    shared_term_links,
+    visible_concepts,
+)
+from hdsu_core.dashboard.many_runs import concept_changes, concept_changes_figure, runs_side_by_side
 from hdsu_core.dashboard.palette import (
     FORGET,
     FORGET_LIGHT,
@@ -50,6 +75,8 @@ from hdsu_core.dashboard.runs import (
     metric_cards,
     run_label,
     run_procedure,
+    run_time_estimate,
+    run_time_estimate_text,
     runs_table,
 )
 from hdsu_core.dashboard.tree import (
@@ -73,39 +100,61 @@ __all__ = [
     "FORGET",
     "FORGET_LIGHT",
     "GOOD",
+    "GRAPH_LAYOUTS",
     "KEY_SETTINGS",
     "LARGE_HIERARCHY",
     "LEVEL_COLORS",
+    "PARETO",
     "PRESERVED",
     "PRESERVED_LIGHT",
     "QUESTION_COLS",
+    "RETRAIN",
     "STATUS_ICONS",
+    "bench_changed_figure",
+    "bench_frame",
+    "bench_mia_figure",
+    "bench_summary",
+    "bench_table",
+    "bench_tradeoff_figure",
     "clean_selection",
     "collateral_figure",
     "collateral_map",
     "collateral_table",
+    "concept_changes",
+    "concept_changes_figure",
     "concept_details",
     "concept_from_event",
     "concept_item_counts",
     "concept_options",
     "dataset_choices",
     "dataset_label",
+    "default_graph_depth",
     "elapsed_s",
+    "filter_bench",
     "filter_questions",
     "generations_side_by_side",
+    "graph_concept_from_event",
     "headline",
     "hierarchy_figure",
+    "hierarchy_graph_figure",
     "hierarchy_key",
+    "job_line",
     "key_settings",
     "latest_runs_table",
     "metric_cards",
     "mia_figure",
+    "pareto_front",
+    "parse_seeds",
     "per_question",
     "preserved_probes",
     "run_label",
     "run_procedure",
+    "run_time_estimate",
+    "run_time_estimate_text",
+    "runs_side_by_side",
     "runs_table",
     "selection_roles",
+    "shared_term_links",
     "spec_mtime",
     "split_table",
     "split_totals",
@@ -115,4 +164,5 @@ __all__ = [
     "toggle_selection",
     "tree_arrays",
     "violations_table",
+    "visible_concepts",
 ]

@@ -212,3 +212,32 @@ def latest_runs_table(runs: pd.DataFrame, metrics_of: Callable[[str], Mapping[st
             }
         )
     return pd.DataFrame(rows)
+
+
+def run_time_estimate(runs: pd.DataFrame, *, model: str, dataset: str, method: str | None = None) -> dict | None:
+    """What a run will take, from the finished runs of the same model on the same dataset: the
+    median wall time (start to finish) of those of the same method, or of all of them when that
+    method has not run there yet. ``{"seconds", "n", "method"}`` (method None: all methods), or
+    None when there is no such run."""
+    if runs is None or runs.empty:
+        return None
+    done = runs[(runs["status"] == RunStatus.DONE) & (runs["model"] == model) & (runs["dataset"] == dataset)]
+    same = done[done["method"] == method] if method else done.iloc[0:0]
+    pool, basis = (same, method) if not same.empty else (done, None)
+    seconds = sorted(s for s in (elapsed_s(r.to_dict()) for _, r in pool.iterrows()) if s is not None)
+    if not seconds:
+        return None
+    mid = len(seconds) // 2
+    median = seconds[mid] if len(seconds) % 2 else (seconds[mid - 1] + seconds[mid]) / 2
+    return {"seconds": median, "n": len(seconds), "method": basis}
+
+
+def run_time_estimate_text(estimate: Mapping[str, Any] | None) -> str:
+    """The estimate in one line for the launch form."""
+    if not estimate:
+        return "no estimate yet: no finished run of this model on this dataset"
+    n = estimate["n"]
+    which = (f"{estimate['method']} " if estimate["method"] else "") + ("run" if n == 1 else "runs")
+    basis = f"median of {n} finished {which}" if n > 1 else f"from 1 finished {which}"
+    anyway = "" if estimate["method"] else ", any method"
+    return f"about {fmt.duration(estimate['seconds'])} ({basis}{anyway} of this model on this dataset)"
