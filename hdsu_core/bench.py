@@ -177,21 +177,7 @@ def run_bench(
         sel = forget_selection(forget, ds)
         ds_rows = []
         if retrain:
-            progress("bench", 0.0, f"{ds}: retrain reference")
-            ref = retrain_reference(
-                RunConfig(forget=sel, dataset=ds, seed=seed, limit=limit, model=model, inject=inject, device=device),
-                progress=progress,
-            )
-            ds_rows.append(
-                {
-                    "dataset": ds,
-                    "run_id": "",
-                    **{k: ref.get(k) for k in KEYS},
-                    "method": "retrain",
-                    "forget": sel,
-                    "seed": seed,
-                }
-            )
+            ds_rows.append(_retrain_row(ds, sel, seed, limit, model, inject, device, progress))
         for m in methods:
             progress("bench", 0.0, f"{ds}: {m}")
             cfg = RunConfig(
@@ -233,6 +219,23 @@ def run_bench(
             store.save_bench(bench_id, ds, ds_rows)
         rows.extend(ds_rows)
     return rows
+
+
+def _retrain_row(ds, sel, seed, limit, model, inject, device, progress) -> dict:
+    """The bench row of the retrain reference (the ideal unlearner) on the same split."""
+    progress("bench", 0.0, f"{ds}: retrain reference")
+    ref = retrain_reference(
+        RunConfig(forget=sel, dataset=ds, seed=seed, limit=limit, model=model, inject=inject, device=device),
+        progress=progress,
+    )
+    return {
+        "dataset": ds,
+        "run_id": "",
+        **{k: ref.get(k) for k in KEYS},
+        "method": "retrain",
+        "forget": sel,
+        "seed": seed,
+    }
 
 
 def format_table(rows: list[dict]) -> str:
