@@ -1,50 +1,45 @@
-"""HDSU Studio: page config, identity and navigation. Everything else lives in pages/ and hdsu_core/."""
+"""HDSU Studio: page config, identity and role-aware navigation. Everything else lives in pages/ and hdsu_core/."""
 
 import streamlit as st
 
-st.set_page_config(page_title="HDSU Studio", page_icon="🧠", layout="wide")
+from hdsu_core.security.roles import HIDDEN_PAGES, PermissionDenied
+from pages import _identity, _ui
 
-pages = {
+st.set_page_config(page_title="HDSU Studio", page_icon="🧠", layout="wide")
+store = _ui.store()
+role = _identity.sign_in(store)
+if role is None:  # the login is on screen
+    st.stop()
+
+PAGES = {
     "Studio": [
-        st.Page("pages/overview.py", title="Overview", icon="🏠", default=True),
-        st.Page("pages/hierarchy.py", title="Hierarchy", icon="🌳"),
-        st.Page("pages/unlearn.py", title="Unlearn", icon="✂️"),
+        ("overview", "Overview", "🏠"),
+        ("hierarchy", "Hierarchy", "🌳"),
+        ("unlearn", "Unlearn", "✂️"),
     ],
     "Results": [
-        st.Page("pages/runs.py", title="Runs", icon="⏱️"),
-        st.Page("pages/compare.py", title="Compare", icon="📊"),
-        st.Page("pages/compare_runs.py", title="Compare runs", icon="🧮"),
-        st.Page("pages/benchmarks.py", title="Benchmarks", icon="🏁"),
-        st.Page("pages/models.py", title="Models", icon="📦"),
-        st.Page("pages/audit.py", title="Audit report", icon="🧾"),
+        ("runs", "Runs", "⏱️"),
+        ("compare", "Compare", "📊"),
+        ("compare_runs", "Compare runs", "🧮"),
+        ("benchmarks", "Benchmarks", "🏁"),
+        ("models", "Models", "📦"),
+        ("audit", "Audit report", "🧾"),
     ],
+    "Admin": [("users", "Users", "👥")],
 }
-page = st.navigation(pages)
-
-# ---- identity: recorded with every action (launch, cancel, save, import) ----------------------
-if "actor" not in st.session_state:
-    default = ""
-    try:
-        if st.user.is_logged_in:
-            default = str(st.user.get("name") or st.user.get("email") or "")
-    except Exception:  # noqa: BLE001 - no auth configured
-        default = ""
-    st.session_state["actor"] = default
-if "actor_input" not in st.session_state:
-    st.session_state["actor_input"] = st.session_state["actor"]
+pages = {
+    group: [
+        st.Page(f"pages/{name}.py", title=title, icon=icon, default=name == "overview")
+        for name, title, icon in entries
+        if name not in HIDDEN_PAGES[role]
+    ]
+    for group, entries in PAGES.items()
+}
+page = st.navigation({g: p for g, p in pages.items() if p})
 with st.sidebar:
     st.markdown("### 🧠 HDSU Studio")
-    name = st.text_input(
-        "Your name",
-        key="actor_input",
-        placeholder="who is acting?",
-        help="Recorded in the audit trail with every action.",
-    )
-    st.session_state["actor"] = name.strip()
-    if not st.session_state["actor"]:
-        st.caption("⚠️ No name given: actions are recorded as **anonymous**.")
-    else:
-        st.caption(f"Acting as **{st.session_state['actor']}**")
-
-
-page.run()
+_identity.sidebar(role)
+try:
+    page.run()
+except PermissionDenied as e:  # a crafted request past a disabled button: the core refused it
+    st.error(f"Refused: {e}", icon="🚫")

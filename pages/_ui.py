@@ -9,6 +9,7 @@ from hdsu_core import dashboard as D
 from hdsu_core import paths, workspace
 from hdsu_core.datasets import load_spec
 from hdsu_core.hierarchy import Hierarchy
+from hdsu_core.security.roles import HIDDEN_PAGES, PermissionDenied, Role, require
 from hdsu_core.store import Store
 from hdsu_core.tagging import Tagger
 
@@ -32,6 +33,16 @@ def actor() -> str:
     return (st.session_state.get("actor") or "").strip() or "anonymous"
 
 
+def refusal(permission: str, owner: str | None = None) -> str | None:
+    """Why the acting user may not do ``permission`` (None: allowed). Buttons are disabled with it;
+    the core refuses a crafted request anyway."""
+    try:
+        require(store(), actor(), permission, owner=owner)
+    except PermissionDenied as e:
+        return str(e)
+    return None
+
+
 def _ensure_app_shell() -> None:
     """A page opened by URL (e.g. /compare) as the first request after the server started runs in
     Streamlit's legacy ``pages/`` mode: app.py is skipped (no name field, file-name navigation
@@ -48,6 +59,12 @@ def header(title: str, caption: str) -> None:
     _ensure_app_shell()
     st.title(title)
     st.caption(caption)
+    if st.session_state.get("identity_mode", "demo") == "demo":  # labelled on every page
+        st.warning(
+            "**Demo mode**: no accounts yet, so everyone acts as the local admin. Add accounts with "
+            "`python -m hdsu_core users add NAME --role admin` (see README, *Identity*).",
+            icon="🧪",
+        )
 
 
 # ---- datasets and tagging (cached by file mtime and hierarchy content) --------------------------
@@ -144,6 +161,7 @@ def model_downloads(store, run_id: str, key: str) -> None:
         st.error(str(e), icon="🚫")
         return
     has_files = rm.receipt.get("delta") is not None and not rm.files_deleted
+    may_export = refusal("export_model") is None
     who = actor()
     c1, c2, c3 = st.columns(3)
     c1.download_button(
@@ -152,7 +170,7 @@ def model_downloads(store, run_id: str, key: str) -> None:
         file_name=f"hdsu-{run_id}-model.zip",
         mime="application/zip",
         icon="📦",
-        disabled=not has_files,
+        disabled=not has_files or not may_export,
         on_click="ignore",
         key=f"{key}_zip_{run_id}",
         help="A Hugging Face directory (safetensors + tokenizer) that transformers loads without HDSU",
@@ -163,7 +181,7 @@ def model_downloads(store, run_id: str, key: str) -> None:
         file_name=f"hdsu-{run_id}-delta.safetensors",
         mime="application/octet-stream",
         icon="🧩",
-        disabled=not has_files,
+        disabled=not has_files or not may_export,
         on_click="ignore",
         key=f"{key}_delta_{run_id}",
         help="Changed weights only: flat indices, old and new values per tensor",
@@ -180,3 +198,11 @@ def model_downloads(store, run_id: str, key: str) -> None:
     )
     if not has_files:
         st.caption("The model files of this run were deleted or not kept; the receipt remains.")
+
+
+def page_link(path: str, **kw) -> None:
+    """``st.page_link`` for a page the acting user's role can open (hidden pages are not in the
+    navigation, and a link to one would fail)."""
+    role = Role(st.session_state.get("role", Role.ADMIN))
+    if path.removeprefix("pages/").removesuffix(".py") not in HIDDEN_PAGES[role]:
+        st.page_link(path, **kw)

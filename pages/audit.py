@@ -2,6 +2,8 @@ import streamlit as st
 
 from hdsu_core import dashboard as D
 from hdsu_core.audit import build_html, build_pdf, record_download
+from hdsu_core.security import keys
+from hdsu_core.security.integrity import verify_audit
 from hdsu_core.store import TERMINAL_STATUSES
 from pages import _ui
 
@@ -12,6 +14,23 @@ _ui.header(
 )
 store = _ui.store()
 ss = st.session_state
+
+integrity = verify_audit(store)
+with st.container(border=True):
+    c1, c2 = st.columns([4, 1])
+    if integrity.ok:
+        c1.success(integrity.chain.line(), icon="🔗")
+    else:
+        c1.error("Audit log integrity: " + " · ".join(integrity.lines()), icon="🚨")
+    c2.download_button(
+        "Public key",
+        keys.public_key_pem(),
+        file_name="hdsu-installation-ed25519.pub.pem",
+        mime="application/x-pem-file",
+        icon="🔑",
+        on_click="ignore",
+        help="Verify receipts and reports offline: python -m hdsu_core audit verify-receipt FILE --public-key KEY",
+    )
 
 
 @st.cache_data(show_spinner="Rendering the report…", max_entries=16)

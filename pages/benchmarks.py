@@ -39,7 +39,7 @@ def _launch_form() -> None:
         device = e.selectbox("Device", list(devices), format_func=devices.get, key="bench_device")
         retrain = f.checkbox("Retrain reference", value=True, key="bench_retrain")
         st.caption(f"Launching as **{_ui.actor()}**. Each method's run also appears on the Runs page.")
-        go = st.form_submit_button("Launch benchmark", type="primary", icon="🚀")
+        go = st.form_submit_button("Launch benchmark", type="primary", icon="🚀", disabled=bool(_ui.refusal("launch")))
     if go:
         try:
             cfg = bench_jobs.bench_config(

@@ -18,7 +18,7 @@ runs = store.list_runs(limit=200)
 done = runs[runs["status"] == RunStatus.DONE] if not runs.empty else runs
 if done.empty:
     st.info("No finished runs yet. Launch one from the Unlearn page.", icon="ℹ️")
-    st.page_link("pages/unlearn.py", label="Set up a run", icon="✂️")
+    _ui.page_link("pages/unlearn.py", label="Set up a run", icon="✂️")
     st.stop()
 
 labels = {r["run_id"]: D.run_label(r) for _, r in done.iterrows()}

@@ -262,7 +262,7 @@ with tab_explore:
         placeholder="Search concepts…",
     )
     if sel:
-        st.page_link("pages/unlearn.py", label=f"Continue to Unlearn with {len(sel)} concept(s)", icon="✂️")
+        _ui.page_link("pages/unlearn.py", label=f"Continue to Unlearn with {len(sel)} concept(s)", icon="✂️")
     st.caption(f"Figure: {1000 * (time.perf_counter() - t0):.0f} ms")
 
 # ---- edit ----------------------------------------------------------------------------------------
@@ -349,7 +349,10 @@ with tab_edit:
     with st.form("save_form"):
         msg = st.text_input("Message", placeholder="what changed and why")
         st.caption(f"Saved as **{_ui.actor()}**.")
-        if st.form_submit_button("Save", type="primary", disabled=not ss.get("hierarchy_dirty")):
+        no_edit = _ui.refusal("edit_hierarchy")
+        if no_edit:
+            st.caption(f"🔒 {no_edit}")
+        if st.form_submit_button("Save", type="primary", disabled=not ss.get("hierarchy_dirty") or bool(no_edit)):
             res = W.save_hierarchy(store, h, base, _ui.actor(), msg)
             if res["ok"]:
                 ss["hierarchy_base"] = res["version"]

@@ -17,7 +17,7 @@ ss = st.session_state
 tree = model_tree(store)
 if not tree:
     st.info("No unlearned models yet: every finished run adds one.", icon="ℹ️")
-    st.page_link("pages/unlearn.py", label="Set up a run", icon="✂️")
+    _ui.page_link("pages/unlearn.py", label="Set up a run", icon="✂️")
     st.stop()
 
 rows = [
@@ -65,7 +65,10 @@ with st.expander("Delete this run's model files"):
         "The receipt, metrics and hashes stay: the run remains provable, but its model can no longer be rebuilt."
     )
     sure = st.checkbox("I understand the model files are gone for good", key=f"del_sure_{rid}")
-    if st.button("Delete model files", icon="🗑️", disabled=not sure, key=f"del_{rid}"):
+    why = _ui.refusal("export_model")
+    if why:
+        st.caption(f"🔒 {why}")
+    if st.button("Delete model files", icon="🗑️", disabled=not sure or bool(why), key=f"del_{rid}"):
         try:
             freed = RM.delete_run_files(store, rid, _ui.actor())
         except RM.RunModelError as e:

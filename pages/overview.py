@@ -64,7 +64,7 @@ with s2:
         "**2 · Launch an unlearning run**  \nCheck forget / retain counts and collateral warnings, "
         "pick a method, launch."
     )
-    st.page_link("pages/unlearn.py", label="Set up a run", icon="✂️")
+    _ui.page_link("pages/unlearn.py", label="Set up a run", icon="✂️")
 with s3:
     st.markdown(
         "**3 · Inspect and report**  \nFollow progress live, compare before / after per concept, "

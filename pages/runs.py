@@ -2,6 +2,7 @@ import streamlit as st
 
 from hdsu_core import dashboard as D
 from hdsu_core import fmt, jobs
+from hdsu_core.security.roles import PermissionDenied
 from hdsu_core.store import ACTIVE_STATUSES, RUN_STATUSES, TERMINAL_STATUSES, RunStatus
 from pages import _ui
 
@@ -16,7 +17,10 @@ if reaped:
 
 
 def _cancel(run_id: str) -> None:
-    res = jobs.cancel(run_id, store=store, actor=_ui.actor())
+    try:
+        res = jobs.cancel(run_id, store=store, actor=_ui.actor())
+    except PermissionDenied as e:  # the button is disabled; a crafted request still ends here
+        res = f"refused: {e}"
     ss["runs_flash"] = f"{run_id}: {res}"
 
 
@@ -52,6 +56,8 @@ def active_runs() -> None:
                 args=(rd["run_id"],),
                 icon="⏹️",
                 width="stretch",
+                disabled=bool(_ui.refusal("cancel", owner=rd.get("author"))),
+                help=_ui.refusal("cancel", owner=rd.get("author")),
             )
             frac = float(rd.get("progress") or 0.0)
             st.progress(
@@ -72,7 +78,7 @@ runs = _all
 table = D.runs_table(runs)
 if table.empty:
     st.caption("No runs yet. Launch one from the Unlearn page.")
-    st.page_link("pages/unlearn.py", label="Set up a run", icon="✂️")
+    _ui.page_link("pages/unlearn.py", label="Set up a run", icon="✂️")
 else:
     f1, f2 = st.columns([2, 3])
     statuses = f1.multiselect("Status", [str(s) for s in RUN_STATUSES], key="runs_status", placeholder="all")

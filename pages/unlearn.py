@@ -184,6 +184,8 @@ if split is not None and not split.forget:
     problems.append("the selection matches no trained-on items")
 if data_error:
     problems.append("fix the dataset")
+if _ui.refusal("launch"):
+    problems.append(str(_ui.refusal("launch")))
 changed = {k: v for k, v in settings.items() if v != defaults.get(k)}
 st.caption(
     f"Launching as **{_ui.actor()}** · method **{method}** · "

@@ -465,7 +465,7 @@ def test_audit_page_offers_downloads(store):
     assert "Download HTML" in [b.label for b in at.get("download_button")]
     # The PDF is rendered on demand ("Prepare PDF"); build_pdf itself is covered by the audit tests.
     assert "Prepare PDF" in [b.label for b in at.button]
-    at.get("download_button")[0].click().run()
+    next(b for b in at.get("download_button") if b.label == "Download HTML").click().run()
     assert not at.exception
     ev = store.audit_events(run_id="r-seeded")
     assert ((ev.action == "export_report") & (ev.actor == "auditor")).any()

@@ -91,3 +91,19 @@ def cli_actor(store, given: str | None) -> str:
             f"the CLI acts as the OS user {me!r}; acting as {given!r} is refused while accounts exist"
         )
     return given or me
+
+
+# Pages a role does not see in the navigation (a page reached anyway still refuses in the core).
+HIDDEN_PAGES: dict[Role, frozenset[str]] = {
+    Role.CLINICIAN: frozenset({"users"}),
+    Role.AUDITOR: frozenset({"unlearn", "users"}),
+    Role.ADMIN: frozenset(),
+}
+
+
+def identity_mode(store, oidc_configured: bool) -> str:
+    """``oidc`` (Streamlit's st.login with an [auth] section in secrets), ``accounts`` (local
+    accounts exist: a login form) or ``demo`` (none: one local admin, labelled on every page)."""
+    if oidc_configured:
+        return "oidc"
+    return "demo" if demo_mode(store) else "accounts"
