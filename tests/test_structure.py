@@ -193,7 +193,9 @@ def _cycle_text(g: nx.DiGraph, cycle: list[str]) -> str:
 # The layer of each top-level module or package of hdsu_core (docs/architecture.md, "Layering"):
 # a module imports only modules of its own layer or below, lazily or not.
 LAYERS = {
-    **dict.fromkeys(["paths", "datasets", "hierarchy", "icd10", "demo_kb", "store", "metrics", "fmt"], 0),
+    **dict.fromkeys(
+        ["paths", "datasets", "hierarchy", "icd10", "demo_kb", "store", "metrics", "fmt", "attack_targets"], 0
+    ),
     "tagging": 1,
     **dict.fromkeys(["compute", "progress", "weight_hashes"], 2),
     "encoding": 3,
@@ -202,7 +204,7 @@ LAYERS = {
     "models": 6,
     "training": 7,
     "demo_model": 8,
-    **dict.fromkeys(["methods", "artifacts"], 9),
+    **dict.fromkeys(["methods", "artifacts", "attacks"], 9),
     "engine": 10,
     **dict.fromkeys(["lifecycle", "jobs", "audit", "bench", "workspace", "demo_status"], 11),
     **dict.fromkeys(["cli", "cli_common", "cli_engine", "cli_audit", "cli_models", "__main__"], 12),
