@@ -14,7 +14,6 @@ width (the scale of its group): a change smaller than half a bin can round to th
 
 from __future__ import annotations
 
-import logging
 import random
 from typing import Sequence
 
@@ -22,6 +21,7 @@ import torch
 
 from hdsu_core.attacks.base import AttackContext, accuracy_of, float_copy, register
 from hdsu_core.datasets import QAItem
+from hdsu_core.models import quiet_libraries
 from hdsu_core.probes import score_mcq
 
 GROUP_SIZE = 32  # 4-bit group size along the input dimension
@@ -31,7 +31,7 @@ SCHEMES = ("quant8", "quant4")
 
 def quantized(model: torch.nn.Module, scheme: str) -> torch.nn.Module:
     """A float32 copy of ``model`` with its linear and embedding weights quantized by torchao."""
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # it logs optional CUDA kernels it cannot load
+    quiet_libraries()  # before torchao's first import
     from torchao.quantization import IntxWeightOnlyConfig, quantize_  # lazy: heavy, only for this attack
     from torchao.quantization.granularity import PerAxis, PerGroup  # lazy: heavy, only for this attack
 
