@@ -5,7 +5,7 @@ answers with quantized weights is what a user of a 4-bit build of the unlearned 
 Quantizer: torchao (PyTorch's own quantization library; runs on the CPU with the installed torch,
 and its weights are real quantized tensors: int8 / int4 codes with per-row or per-group scales,
 which the forward pass dequantizes). INT8: symmetric, one scale per output row. 4-bit: symmetric
-INT4 in groups of 32 along the input dimension (the grid of GGUF's Q4_0 blocks). Every linear layer
+INT4 in groups of 32 along the input dimension (the block size of GGUF's Q4_0). Every linear layer
 and the token embeddings are quantized; norm weights stay float, as in every weight-only scheme.
 
 Besides the accuracy gaps, the probe measures each changed weight's change against the 4-bit bin
