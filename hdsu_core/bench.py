@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+from hdsu_core.attack_targets import ATTACK_COLUMNS, TARGET_COLUMNS, attack_targets_met, retrain_comparison
 from hdsu_core.audit import TARGETS as AUDIT_TARGETS
 from hdsu_core.engine import RunConfig, check_settings, forget_selection, retrain_reference, run_unlearning
 from hdsu_core.lifecycle import create_run, execute_run
@@ -168,6 +169,7 @@ def run_bench(
     keep_models: bool = False,
     author: str = "bench",
     worker_pid: int | None = None,
+    attacks: Sequence[str] = (),
 ) -> list[dict]:
     """``worker_pid``: the process running the bench, recorded on each method's run row so the
     Runs page sees the run alive (and its Cancel reaches the bench)."""
@@ -177,7 +179,18 @@ def run_bench(
         sel = forget_selection(forget, ds)
         ds_rows = []
         if retrain:
-            ds_rows.append(_retrain_row(ds, sel, seed, limit, model, inject, device, progress))
+            progress("bench", 0.0, f"{ds}: retrain reference")
+            ref_cfg = RunConfig(
+                forget=sel,
+                dataset=ds,
+                seed=seed,
+                limit=limit,
+                model=model,
+                inject=inject,
+                device=device,
+                attacks=list(attacks),
+            )
+            ds_rows.append(_retrain_row(ref_cfg, progress))
         for m in methods:
             progress("bench", 0.0, f"{ds}: {m}")
             cfg = RunConfig(
@@ -192,6 +205,7 @@ def run_bench(
                 model=model,
                 inject=inject,
                 keep_model=keep_models,
+                attacks=list(attacks),
             )
             if store is not None:
                 run_id = create_run(store, cfg, author=author)
@@ -200,42 +214,82 @@ def run_bench(
                 r = execute_run(store, run_id, progress=progress, executor="bench")
             else:
                 r = run_unlearning(cfg, progress=progress)
-            ds_rows.append(
-                {
-                    "dataset": ds,
-                    "run_id": r["run_id"],
-                    "method": m,
-                    "forget": sel,
-                    "seed": seed,
-                    **{k: r.get(k) for k in KEYS},
-                    "stopped": r["info"].get("stopped"),
-                    "steps": r["info"].get("steps"),
-                    "unlearn_seconds": r.get("unlearn_seconds"),
-                    "step_seconds": r["info"].get("step_seconds"),
-                    **({"settings": cfg.settings} if cfg.settings else {}),
-                }
-            )
+            ds_rows.append(_method_row(cfg, r))
+            if attacks and retrain:  # the run's audit report then judges the attacks against the retrain reference
+                _add_retrain_comparison(store, ds_rows[-1], ds_rows[0])
         if store is not None:
             store.save_bench(bench_id, ds, ds_rows)
         rows.extend(ds_rows)
     return rows
 
 
-def _retrain_row(ds, sel, seed, limit, model, inject, device, progress) -> dict:
-    """The bench row of the retrain reference (the ideal unlearner) on the same split."""
-    progress("bench", 0.0, f"{ds}: retrain reference")
-    ref = retrain_reference(
-        RunConfig(forget=sel, dataset=ds, seed=seed, limit=limit, model=model, inject=inject, device=device),
-        progress=progress,
-    )
+def _retrain_row(cfg: RunConfig, progress: ProgressFn) -> dict:
+    """The retrain reference's bench row (and its attacks, with ``cfg.attacks``)."""
+    ref = retrain_reference(cfg, progress=progress)
     return {
-        "dataset": ds,
+        "dataset": cfg.dataset,
         "run_id": "",
         **{k: ref.get(k) for k in KEYS},
+        **attack_metrics(ref),
         "method": "retrain",
-        "forget": sel,
-        "seed": seed,
+        "forget": cfg.forget,
+        "seed": cfg.seed,
     }
+
+
+def _method_row(cfg: RunConfig, r: dict) -> dict:
+    """One method's bench row from its run's result."""
+    return {
+        "dataset": cfg.dataset,
+        "run_id": r["run_id"],
+        "method": cfg.method,
+        "forget": cfg.forget,
+        "seed": cfg.seed,
+        **{k: r.get(k) for k in KEYS},
+        "stopped": r["info"].get("stopped"),
+        "steps": r["info"].get("steps"),
+        "unlearn_seconds": r.get("unlearn_seconds"),
+        "step_seconds": r["info"].get("step_seconds"),
+        **({"settings": cfg.settings} if cfg.settings else {}),
+        **attack_metrics(r),
+    }
+
+
+def _add_retrain_comparison(store, row: dict, ref_row: dict) -> None:
+    """The retrain reference's attack numbers into a method's row and its run's stored metrics."""
+    comparison = retrain_comparison(ref_row)
+    row.update(comparison)
+    if store is not None:
+        store.write_metrics(row["run_id"], comparison)
+
+
+def attack_metrics(result: dict) -> dict:
+    """The attack metrics of a run's or the retrain reference's result (``hdsu_core.attacks``)."""
+    return {k: v for k, v in result.items() if k.startswith(("attack_", "mia_auc_")) and k not in KEYS}
+
+
+def format_attack_table(rows: list[dict]) -> str:
+    """ "Is it really gone?": the attack numbers of every bench row and which targets they meet
+    (PASS / FAIL; - where not judged). "" when no row ran an attack."""
+    rows = [r for r in rows if "attack_seconds" in r]
+    if not rows:
+        return ""
+
+    def cell(kind: str, v) -> str:
+        if v is None or v != v:
+            return "-"
+        return {"pct": f"{100 * v:.0f}%", "pts": f"{v:+.1f}", "auc": f"{v:.2f}", "sec": f"{v:.1f}"}[kind]
+
+    head = ["dataset", "method"] + [h for h, _, _ in ATTACK_COLUMNS] + [h for h, _ in TARGET_COLUMNS]
+    table = [head]
+    for r in rows:
+        met = attack_targets_met(r) if r["method"] != "retrain" else {}
+        marks = ["-" if met.get(name) is None else ("PASS" if met[name] else "FAIL") for _, name in TARGET_COLUMNS]
+        table.append(
+            [str(r["dataset"])[:28], r["method"]] + [cell(kind, r.get(k)) for _, k, kind in ATTACK_COLUMNS] + marks
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in table)
 
 
 def format_table(rows: list[dict]) -> str:

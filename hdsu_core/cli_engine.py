@@ -76,14 +76,17 @@ def _headline(r: dict) -> dict:
     out["dtype"] = r.get("info", {}).get("dtype")
     out["unlearned_root"] = r.get("unlearned_root")
     out["receipt_sha256"] = r.get("receipt_sha256")
+    out.update({k: v for k, v in r.items() if k.startswith(("attack_", "mia_auc_")) and k not in out})
     return out
 
 
 def cmd_run(a) -> int:
+    from hdsu_core.attacks import parse_attacks  # lazy: torch
     from hdsu_core.engine import RunConfig  # lazy: torch
     from hdsu_core.lifecycle import create_run, execute_run  # lazy: torch
 
     forget = [f for f in (a.forget or "").split(",") if f.strip()]
+    attacks = parse_attacks(a.attacks)  # an unknown attack fails before a run row exists
     cfg = RunConfig(
         forget=forget,
         method=a.method,
@@ -97,6 +100,7 @@ def cmd_run(a) -> int:
         device=a.device,
         dtype=a.dtype,
         from_run=a.from_run,
+        attacks=attacks,
     )
     store = _store(a.db)
     if a.from_run:  # before a run row exists: the earlier run must have its model files
@@ -117,7 +121,9 @@ def cmd_run(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    from hdsu_core.attacks import parse_attacks  # lazy: torch
     from hdsu_core.bench import (  # lazy: torch
+        format_attack_table,
         format_summary,
         format_table,
         format_time_ratios,
@@ -134,6 +140,7 @@ def cmd_bench(a) -> int:
         raise ValueError(f"unknown method(s) {bad}; available: {', '.join(available())}")
     forget = [f for f in (a.forget or "").split(",") if f.strip()] or None
     settings = method_settings(methods, _settings(a.set))  # a bad --set fails before any work
+    attacks = parse_attacks(a.attacks)  # ... and so does an unknown attack
     resolve_compute(a.device, a.dtype)  # a missing GPU fails before any work
     seeds = [a.seed]
     if a.seeds:
@@ -160,6 +167,7 @@ def cmd_bench(a) -> int:
             inject=a.inject,
             keep_models=a.keep_models,
             author=cli_actor(store, None),
+            attacks=attacks,
         )
     summary = summarise_seeds(rows) if len(seeds) > 1 else []
     if a.json:
@@ -169,6 +177,9 @@ def cmd_bench(a) -> int:
         ratios = format_time_ratios(rows)
         if ratios:
             print("\n" + ratios)
+        attacked = format_attack_table(rows)
+        if attacked:
+            print("\nIs it really gone? (attacks; recovery / gaps / AUCs, docs/method.md)\n" + attacked)
         if summary:
             print("\nover seeds " + ",".join(map(str, seeds)) + " (targets: met/judged)")
             print(format_summary(summary))
@@ -235,6 +246,12 @@ def _add_run(sub) -> None:
     x.add_argument(
         "--from-run", metavar="RUN_ID", help="start from this earlier run's unlearned model (a chained request)"
     )
+    x.add_argument(
+        "--attacks",
+        default="",
+        help="after the run, attack copies of the unlearned model: relearn, quant, format, mia, "
+        "comma-separated, or all (default none; docs/method.md 'Is it really gone?')",
+    )
     x.add_argument("--author", help="name recorded in the audit trail (default: the OS user; only in demo mode)")
     x.add_argument("--json", action="store_true", help="print the result as JSON")
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -288,6 +305,12 @@ def _add_bench(sub) -> None:
         "--keep-models",
         action="store_true",
         help="write every run's sparse delta (default: receipts only, to spare the disk)",
+    )
+    x.add_argument(
+        "--attacks",
+        default="",
+        help="run these attacks on every method's model and on the retrain reference: relearn, "
+        "quant, format, mia, comma-separated, or all (default none: the quick bench)",
     )
     x.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

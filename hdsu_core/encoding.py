@@ -52,7 +52,12 @@ def encode_qa(tok, question: str, answer: str, max_len: int = 256) -> Encoded:
 
 
 def _encode_qa(tok, question: str, answer: str, max_len: int) -> Encoded:
-    prompt = PROMPT.format(question=question.strip())
+    return encode_prompted(tok, PROMPT.format(question=question.strip()), answer, max_len)
+
+
+def encode_prompted(tok, prompt: str, answer: str, max_len: int = 256) -> Encoded:
+    """``encode_qa`` with a prompt of the caller's (another template, a few-shot prefix): token ids
+    of ``<bos>{prompt} <answer><eos>``, the prompt truncated from the left. Not cached."""
     ans = " " + answer.strip()
     p = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
     a = tok(ans, add_special_tokens=False, return_offsets_mapping=True)

@@ -17,6 +17,7 @@ from hdsu_core import metrics as M
 from hdsu_core import paths
 from hdsu_core.artifacts.receipt import hierarchy_sha256, receipt_sha256
 from hdsu_core.artifacts.run_models import materialize, record_run_model
+from hdsu_core.attacks import AttackContext, parse_attacks, run_attacks
 from hdsu_core.compute import device_label, prepare_device, resolve_compute, set_seed
 from hdsu_core.datasets import QAItem, dataset_kind, load_spec
 from hdsu_core.demo_model import build_demo_model
@@ -77,6 +78,7 @@ class RunConfig:
     dtype: str = "float32"  # weight precision of the run: float32 or bfloat16
     from_run: str | None = None  # start from this earlier run's unlearned model (a chained request)
     keep_model: bool = True  # write the run's sparse delta (the receipt is always kept)
+    attacks: list[str] = field(default_factory=list)  # "Is it really gone?" attacks after the run (hdsu_core.attacks)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +90,8 @@ class RunConfig:
         d.pop("keep_model")
         if d["from_run"] is None:
             d.pop("from_run")
+        if not d["attacks"]:  # a run without attacks hashes as before they existed
+            d.pop("attacks")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -339,6 +343,7 @@ def run_unlearning(
     unlearned = _unlearn(cfg, run, before, progress, should_cancel)
     after = _probe_after(run, before, unlearned, progress)
     summary = _run_summary(run, before, after, unlearned, t0)
+    summary.update(_attack(cfg, run, before, after, unlearned, progress))  # after the run's own time
     result = {
         "run_id": run_id,
         "method": cfg.method,
@@ -449,6 +454,39 @@ def _probe_after(run: _RunInputs, before: _ProbeBefore, unlearned: _Unlearned, p
     return _ProbeAfter(scores, ppl, generations, changed, total)
 
 
+def _attack(
+    cfg: RunConfig, run: _RunInputs, before: _ProbeBefore, after: _ProbeAfter, unlearned: _Unlearned, progress
+) -> dict[str, float]:
+    """Phase 4b, only with ``cfg.attacks``: is the knowledge gone or only hidden? The attacks work on
+    copies of the unlearned model (``run.model`` is the run's output and stays as it is)."""
+    names = parse_attacks(cfg.attacks)
+    if not names:
+        return {}
+    original = clone_model(run.model)
+    original.load_state_dict(unlearned.state_before)
+    reference = None
+    if "mia" in names and not cfg.from_run and (cfg.model == "demo" or cfg.inject):
+        progress("attack", 0.95, "loading the retrain reference (the reference-model attack's reference)")
+        ref = retrain_model(cfg, run.split, progress, run.device)
+        reference = (ref.model.to(run.device), ref.tokenizer)
+    ctx = AttackContext(
+        model=run.model,
+        tok=run.tok,
+        original=original,
+        original_tok=run.tok,
+        split=run.split,
+        before=before.scores,
+        after=after.scores,
+        eval_ids=before.eval_ids,
+        max_len=run.max_len,
+        seed=cfg.seed,
+        pretrained=cfg.model != "demo",
+        reference=reference,
+        progress=progress,
+    )
+    return run_attacks(names, ctx)
+
+
 def _run_summary(
     run: _RunInputs, before: _ProbeBefore, after: _ProbeAfter, unlearned: _Unlearned, t0: float
 ) -> dict[str, float]:
@@ -543,22 +581,8 @@ def retrain_reference(cfg: RunConfig, progress: ProgressFn = no_progress) -> dic
     hierarchy = load_hierarchy(cfg)
     forget = forget_selection(cfg.forget, cfg.dataset)
     split = make_split(items, hierarchy, forget, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
-    kind = dataset_kind(cfg.dataset)
     original = prepare_model(cfg, items, progress, device)
-    if cfg.model == "demo":
-        # The retrain keeps the original tokenizer recipe on the same members minus the forget items.
-        retrained = inject_knowledge(
-            split.retain, name=f"retrain-{kind}", recipe=injection_recipe(cfg), progress=progress
-        )
-    else:  # the given base model, fine-tuned like the original but on the retained members only
-        retrained = inject_knowledge(
-            split.retain,
-            name="retrain-custom",
-            base=cfg.model,
-            recipe=FINETUNE_RECIPE,
-            progress=progress,
-            device=device,
-        )
+    retrained = retrain_model(cfg, split, progress, device)
     max_len = probe_max_len(original)  # probed exactly as the runs probe the original
     before = probe_all(original.model.to(device), original.tokenizer, split, max_len)
     after = probe_all(retrained.model.to(device), retrained.tokenizer, split, max_len)
@@ -571,7 +595,36 @@ def retrain_reference(cfg: RunConfig, progress: ProgressFn = no_progress) -> dic
             "retrain_train_seconds": retrained.meta.get("seconds", 0.0),
         }
     )
+    if cfg.attacks:  # the same attacks on the ideal unlearner: the floor of what they can find
+        ctx = AttackContext(
+            model=retrained.model,
+            tok=retrained.tokenizer,
+            original=original.model,
+            original_tok=original.tokenizer,
+            split=split,
+            before=before,
+            after=after,
+            eval_ids={it.id for it in evaluation},
+            max_len=max_len,
+            seed=cfg.seed,
+            pretrained=cfg.model != "demo",
+            progress=progress,
+        )
+        summary.update(run_attacks(cfg.attacks, ctx))
     return {"method": "retrain", "dataset": cfg.dataset, "model": cfg.model, "forget": list(forget), **summary}
+
+
+def retrain_model(cfg: RunConfig, split: Split, progress: ProgressFn, device) -> ModelBundle:
+    """The retrain reference's model (cached): the original's recipe on the retained members only."""
+    if cfg.model == "demo":
+        # The retrain keeps the original tokenizer recipe on the same members minus the forget items.
+        return inject_knowledge(
+            split.retain, name=f"retrain-{dataset_kind(cfg.dataset)}", recipe=injection_recipe(cfg), progress=progress
+        )
+    # The given base model, fine-tuned like the original but on the retained members only.
+    return inject_knowledge(
+        split.retain, name="retrain-custom", base=cfg.model, recipe=FINETUNE_RECIPE, progress=progress, device=device
+    )
 
 
 def new_run_id() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -43,7 +44,16 @@ def quiet_transformers() -> None:
     """transformers draws a progress bar per load and save; HDSU reports its own progress."""
     from transformers.utils import logging as hf_logging  # lazy: heavy import, only to load or save
 
+    quiet_libraries()
     hf_logging.disable_progress_bar()
+
+
+def quiet_libraries() -> None:
+    """torchao (the quantization attack's library) logs the optional CUDA kernels it cannot load on a
+    CPU, and torch a deprecation for each enum torchao registers: noise on stderr, nothing to act on.
+    transformers imports torchao itself on the first model load whenever it is installed."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def save_model(model, tok, out: Path, meta: dict) -> None:

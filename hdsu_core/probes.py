@@ -5,29 +5,42 @@ perplexity and sample generations. Each returns plain per-item values; metrics.p
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from hdsu_core.compute import model_device
 from hdsu_core.datasets import QAItem
-from hdsu_core.encoding import PROMPT, collate, encode_qa
+from hdsu_core.encoding import PROMPT, collate, encode_prompted, encode_qa
 from hdsu_core.losses import answer_logits, token_logprobs
 
 MINK_FRACTION = 0.2  # Min-K% Prob (Shi et al. 2024): mean of the lowest 20 % token log-probs
 
 
 @torch.no_grad()
-def score_mcq(model, tok, items: Sequence[QAItem], *, max_len: int = 256, batch_size: int = 128) -> list[dict]:
+def score_mcq(
+    model,
+    tok,
+    items: Sequence[QAItem],
+    *,
+    max_len: int = 256,
+    batch_size: int = 128,
+    prompt: Callable[[QAItem], str] | None = None,
+) -> list[dict]:
     """For each item: sum log-prob of every option given the question; the prediction is the
     argmax. Also the correct answer's mean NLL (``loss``) and Min-K%
-    (``mink``), the membership-inference scores (lower loss / higher mink = more member-like)."""
+    (``mink``), the membership-inference scores (lower loss / higher mink = more member-like).
+    ``prompt`` replaces the QA template (item -> prompt text; the format-shift probes)."""
     model.eval()
     dev = model_device(model)
     seqs = []  # (item index, option index, Encoded)
     for i, it in enumerate(items):
+        text = None if prompt is None else prompt(it)
         for j, opt in enumerate(it.options):
-            seqs.append((i, j, encode_qa(tok, it.question, opt, max_len)))
+            enc = (
+                encode_qa(tok, it.question, opt, max_len) if text is None else encode_prompted(tok, text, opt, max_len)
+            )
+            seqs.append((i, j, enc))
     opt_lp = [[0.0] * len(it.options) for it in items]
     opt_ntok = [[1] * len(it.options) for it in items]
     full_lp: dict[int, list[float]] = {}

@@ -3,6 +3,7 @@ import streamlit as st
 from hdsu_core import dashboard as D
 from hdsu_core import fmt
 from hdsu_core import workspace as W
+from hdsu_core.dashboard import attacks as gone
 from hdsu_core.store import RunStatus
 from pages import _ui
 
@@ -69,7 +70,9 @@ probes = _probes(db, rid)
 h = W.run_hierarchy(store, run)
 if h is None:  # its stored version cannot be read: show the results on the working hierarchy
     h = _ui.working_hierarchy()
-tab_map, tab_q, tab_mia, tab_gen = st.tabs(["Collateral map", "Questions", "Membership inference", "Generations"])
+tab_map, tab_q, tab_mia, tab_gen, tab_gone = st.tabs(
+    ["Collateral map", "Questions", "Membership inference", "Generations", "Is it really gone?"]
+)
 
 with tab_map:
     scope = st.radio(
@@ -140,3 +143,26 @@ with tab_gen:
             x.text(r["before"] or "")
             y.markdown("*After*")
             y.text(r["after"] or "")
+
+with tab_gone:
+    rate = st.column_config.NumberColumn(format="percent")
+    pts = st.column_config.NumberColumn("change (pts)", format="%+.1f")
+    acc_cols = {"before": rate, "unlearned": rate, "attacked": rate, "change_pts": pts}
+    st.caption(
+        "Forget accuracy of the original model (before), the unlearned model, and the unlearned model "
+        "under each attack: relearning, quantized weights, other question formats (docs/method.md)."
+    )
+    shown = [(rid, m)] + ([(other, _metrics(db, other))] if other else [])
+    for col, (run_id, metrics) in zip(st.columns(len(shown)), shown):
+        col.markdown(f"**{run_id}**")
+        if not gone.has_attacks(metrics):
+            col.caption("No attacks ran with this run (`run --attacks all`, or `bench --attacks all`).")
+            continue
+        col.dataframe(gone.gone_table(metrics), hide_index=True, width="stretch", column_config=acc_cols)
+        col.dataframe(gone.membership_table(metrics), hide_index=True, width="stretch")
+        col.dataframe(gone.verdict_table(metrics), hide_index=True, width="stretch")
+    bench = gone.latest_attack_bench(store.bench_results())
+    if not bench.empty:
+        st.markdown(f"###### Every method of bench {bench['bench_id'].iloc[0]}")
+        probe = st.selectbox("Attack", gone.probe_names(bench), key="gone_probe")
+        st.dataframe(gone.methods_side_by_side(bench, probe), hide_index=True, width="stretch", column_config=acc_cols)

@@ -194,7 +194,19 @@ def _cycle_text(g: nx.DiGraph, cycle: list[str]) -> str:
 # a module imports only modules of its own layer or below, lazily or not.
 LAYERS = {
     **dict.fromkeys(
-        ["paths", "datasets", "hierarchy", "icd10", "demo_kb", "store", "metrics", "fmt", "audit_chain"], 0
+        [
+            "paths",
+            "datasets",
+            "hierarchy",
+            "icd10",
+            "demo_kb",
+            "store",
+            "metrics",
+            "fmt",
+            "audit_chain",
+            "attack_targets",
+        ],
+        0,
     ),
     **dict.fromkeys(["tagging", "security"], 1),
     **dict.fromkeys(["compute", "progress", "weight_hashes"], 2),
@@ -204,7 +216,7 @@ LAYERS = {
     "models": 6,
     "training": 7,
     "demo_model": 8,
-    **dict.fromkeys(["methods", "artifacts"], 9),
+    **dict.fromkeys(["methods", "artifacts", "attacks"], 9),
     "engine": 10,
     **dict.fromkeys(["lifecycle", "jobs", "audit", "bench", "bench_jobs", "workspace", "demo_status"], 11),
     **dict.fromkeys(["cli", "cli_common", "cli_engine", "cli_audit", "cli_models", "cli_security", "__main__"], 12),

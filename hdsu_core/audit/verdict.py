@@ -1,11 +1,13 @@
 """The report's verdict: four targets (forgetting, retained knowledge, membership privacy, minimal
-edit), each passed, failed or not measured, and the overall result."""
+edit), plus one per "Is it really gone?" attack the run ran (hdsu_core.attack_targets), each
+passed, failed or not measured, and the overall result."""
 
 from __future__ import annotations
 
 from typing import Mapping
 
 from hdsu_core import fmt
+from hdsu_core.attack_targets import attack_checks
 
 TARGETS = {
     "forget_margin": 0.05,  # forget acc after <= reference (never-seen / chance) + margin
@@ -111,5 +113,6 @@ def _overall(states: list[str], finished: bool) -> tuple[str, str]:
 def verdict(metrics: Mapping[str, float | None], after_rows: list[dict], finished: bool) -> dict:
     """{"overall": pass | fail | incomplete, "text", "checks": one row per target}."""
     checks = [_forgetting(metrics, after_rows), _retained(metrics), _privacy(metrics), _minimal_edit(metrics)]
+    checks += attack_checks(metrics)  # "Is it really gone?": rows only for the attacks the run ran
     overall, text = _overall([c["status"] for c in checks], finished)
     return {"overall": overall, "text": text, "checks": checks}
