@@ -2,6 +2,9 @@
 
 import streamlit as st
 
+from hdsu_core.store import StoreError
+from pages import _ui
+
 st.set_page_config(page_title="HDSU Studio", page_icon="🧠", layout="wide")
 
 pages = {
@@ -45,4 +48,7 @@ with st.sidebar:
         st.caption(f"Acting as **{st.session_state['actor']}**")
 
 
-page.run()
+try:
+    page.run()
+except StoreError as e:  # the database became unavailable mid-page (full disk, held by another program)
+    _ui.database_error(e)

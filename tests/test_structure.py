@@ -195,7 +195,7 @@ def _cycle_text(g: nx.DiGraph, cycle: list[str]) -> str:
 LAYERS = {
     **dict.fromkeys(["paths", "datasets", "hierarchy", "icd10", "demo_kb", "store", "metrics", "fmt"], 0),
     "tagging": 1,
-    **dict.fromkeys(["compute", "progress", "weight_hashes"], 2),
+    **dict.fromkeys(["compute", "progress", "weight_hashes", "liveness", "interrupts"], 2),
     "encoding": 3,
     "losses": 4,
     "probes": 5,
@@ -205,7 +205,7 @@ LAYERS = {
     **dict.fromkeys(["methods", "artifacts"], 9),
     "engine": 10,
     **dict.fromkeys(["lifecycle", "jobs", "audit", "bench", "workspace", "demo_status"], 11),
-    **dict.fromkeys(["cli", "cli_common", "cli_engine", "cli_audit", "cli_models", "__main__"], 12),
+    **dict.fromkeys(["cli", "cli_common", "cli_engine", "cli_audit", "cli_models", "cli_runs", "__main__"], 12),
     "dashboard": 13,
 }
 
