@@ -212,7 +212,14 @@ def _field_problems(cid: str, c: dict) -> list[Violation]:
     if dups:
         out.append(Violation("duplicate_term", (cid,), f"duplicate term(s) {dups}"))
     for m in c.get("matchers") or []:
-        if not isinstance(m, dict) or not m.get("field") or "equals" not in m or not m.get("source"):
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("field"), str)
+            or not isinstance(m.get("source"), str)
+            or not m["field"]
+            or not m["source"]
+            or "equals" not in m
+        ):
             out.append(Violation("bad_matcher", (cid,), f"matcher needs source, field, equals: {m!r}"))
     return out
 

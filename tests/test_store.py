@@ -62,9 +62,12 @@ def _spawn(code: str, *args: str) -> subprocess.Popen:
 # -- schema ----------------------------------------------------------------------------------
 
 
-def test_migrations_create_version_1_and_reopen_is_idempotent(db: Path):
+LATEST = max(v for v, _ in store_mod.MIGRATIONS)
+
+
+def test_migrations_create_the_latest_version_and_reopen_is_idempotent(db: Path):
     st = Store(db)
-    assert st.schema_version() == 1
+    assert st.schema_version() == LATEST
     tables = set(st.table_names())
     assert {
         "schema_version",
@@ -79,7 +82,7 @@ def test_migrations_create_version_1_and_reopen_is_idempotent(db: Path):
     } <= tables
     _run(st)
     st2 = Store(db)
-    assert st2.schema_version() == 1
+    assert st2.schema_version() == LATEST
     assert set(st2.table_names()) == tables
     assert st2.get_run("r1")["author"] == "alice"
     assert Path(str(db) + ".lock").parent == db.parent
@@ -93,11 +96,37 @@ def test_default_path_comes_from_paths(monkeypatch, tmp_path: Path):
 
 
 def test_newer_schema_version_is_refused(db: Path, monkeypatch):
-    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS + [(2, [])])
-    assert Store(db).schema_version() == 2  # also exercises the upgrade path
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS + [(LATEST + 1, [])])
+    assert Store(db).schema_version() == LATEST + 1  # also exercises the upgrade path
     monkeypatch.undo()
-    with pytest.raises(StoreError, match=r"schema version 2.*only knows up to 1"):
+    with pytest.raises(StoreError, match=rf"schema version {LATEST + 1}.*only knows up to {LATEST}"):
         Store(db)
+
+
+def test_a_version_2_database_is_upgraded_with_the_liveness_columns(db: Path, monkeypatch):
+    """Migration 3 on a database made before it: the runs keep their rows and gain the columns."""
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [m for m in store_mod.MIGRATIONS if m[0] <= 2])
+    old = Store(db)
+    _run(old)
+    monkeypatch.undo()
+    st = Store(db)
+    assert st.schema_version() == LATEST
+    run = st.get_run("r1")
+    assert run["author"] == "alice" and run["heartbeat_at"] is None and run["executor"] is None
+    st.beat("r1", executor="cli", pid=42, host="h")
+    run = st.get_run("r1")
+    assert run["heartbeat_at"] is not None and (run["executor"], run["pid"], run["host"]) == ("cli", 42, "h")
+
+
+def test_fail_if_active_leaves_a_finished_run_alone(st: Store):
+    _run(st, "r-active")
+    _run(st, "r-done")
+    st.set_status("r-done", "done")
+    assert st.fail_if_active("r-active", "gone", actor="system", details={"reason": "gone"})
+    assert not st.fail_if_active("r-done", "gone", actor="system", details={"reason": "gone"})
+    assert not st.fail_if_active("r-active", "again", actor="system", details={})
+    assert st.get_run("r-active")["error"] == "gone" and st.get_run("r-done")["status"] == "done"
+    assert list(st.audit_events()["action"]) == ["run_failed"]
 
 
 # -- hierarchy versions ------------------------------------------------------------------------
