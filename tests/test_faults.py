@@ -231,6 +231,7 @@ def test_a_killed_cli_run_is_failed_by_runs_reap(at_work):
     )
     assert reaped.returncode == 0, reaped.stderr
     run = the_run(store)
+    print(f"\nkilled CLI run failed by `runs reap` {time.time() - t_kill:.1f} s after the kill")
     assert run["status"] == RunStatus.FAILED and time.time() - t_kill < 30
     assert run["error"] == f"CLI process gone: process {proc.pid} is no longer running (killed or crashed)"
     assert f"{run['run_id']}  failed: CLI process gone" in reaped.stdout

@@ -36,7 +36,7 @@ SESSIONS = 10
 BUDGET_S = 60  # the load test's own bound (the whole test, server start excluded)
 # (sidebar link, heading, the element that shows last on the page)
 PAGES = [
-    ("Hierarchy", "Hierarchy", "g.slice"),
+    ("Hierarchy", "Hierarchy", "[data-testid=\"stPlotlyChart\"]"),
     ("Runs", "Runs", '[data-testid="stDataFrame"]'),
     ("Compare", "Compare", '[data-testid="stMetric"]'),
 ]
