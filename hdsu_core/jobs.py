@@ -30,6 +30,10 @@ from hdsu_core.methods.base import Cancelled
 from hdsu_core.progress import ProgressFn, stderr_progress
 from hdsu_core.store import ACTIVE_STATUSES, RunStatus, Store
 
+# Scheduling priority of a worker (nice): under the app's server, so the pages answer while a run
+# computes; on an idle machine the worker still gets every free core.
+WORKER_NICE = 10
+
 
 def cancel_flag(run_id: str) -> Path:
     return paths.jobs_dir() / f"{run_id}.cancel"
@@ -43,19 +47,27 @@ def launch(cfg: RunConfig, *, store, author: str, run_id: str | None = None) -> 
         run_id = create_run(store, cfg, author=author, run_id=run_id)
     except (ModelError, DatasetError) as e:
         raise ValueError(str(e)) from None
-    log = open(log_path(run_id), "ab")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(paths.PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hdsu_core", "worker", run_id, "--db", str(store.path)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=str(paths.PROJECT_ROOT),
-        env=env,
-        start_new_session=True,
-    )
-    log.close()
+    try:
+        with open(log_path(run_id), "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hdsu_core", "worker", run_id, "--db", str(store.path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(paths.PROJECT_ROOT),
+                env=env,
+                start_new_session=True,
+            )
+    except OSError as e:  # no log (a full or read-only disk), no process: the run fails now, not in 30 s
+        reason = f"the worker could not be started: {e}"
+        store.fail_if_active(run_id, reason, actor="system", details={"reason": reason})
+        raise ValueError(reason) from None
+    try:  # below the app: pages stay responsive while a run computes (set before torch starts its threads)
+        os.setpriority(os.PRIO_PROCESS, proc.pid, WORKER_NICE)
+    except OSError:
+        pass
     store.beat(run_id, executor="worker", pid=proc.pid, host=this_host(), stamp=False)
     return run_id
 
