@@ -3,11 +3,16 @@
 import streamlit as st
 
 from hdsu_core.security.roles import HIDDEN_PAGES, PermissionDenied
+from hdsu_core.store import StoreError
 from pages import _identity, _ui
 
 st.set_page_config(page_title="HDSU Studio", page_icon="🧠", layout="wide")
-store = _ui.store()
-role = _identity.sign_in(store)
+try:
+    store = _ui.store()
+    role = _identity.sign_in(store)
+except StoreError as e:  # the database cannot be opened (unwritable home, full disk, held by another program)
+    _ui.database_error(e)
+    st.stop()
 if role is None:  # the login is on screen
     st.stop()
 
@@ -43,3 +48,5 @@ try:
     page.run()
 except PermissionDenied as e:  # a crafted request past a disabled button: the core refused it
     st.error(f"Refused: {e}", icon="🚫")
+except StoreError as e:  # the database became unavailable mid-page (full disk, held by another program)
+    _ui.database_error(e)

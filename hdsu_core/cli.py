@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
-from hdsu_core import cli_audit, cli_engine, cli_models, cli_security, datasets
+from hdsu_core import cli_audit, cli_engine, cli_models, cli_runs, cli_security, datasets
 from hdsu_core.cli_common import CliError, Parser, emit
 from hdsu_core.datasets import DatasetError
-from hdsu_core.hierarchy import Hierarchy, HierarchyError, validate_data
+from hdsu_core.hierarchy import Hierarchy, HierarchyError, check_size, parse_document, validate_data
+from hdsu_core.interrupts import interrupts
 from hdsu_core.paths import DEFAULT_HIERARCHY
 from hdsu_core.tagging import make_split
 
@@ -27,9 +29,10 @@ def cmd_hierarchy_validate(a) -> int:
     if not path.exists():
         raise CliError(f"hierarchy file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        print(f"bad_format: [-] {path}: not valid JSON ({e})")
+        check_size(path.stat().st_size, str(path))
+        data = parse_document(path.read_bytes(), str(path))
+    except HierarchyError as e:  # too large, not UTF-8, not JSON, nested too deeply: one line
+        print(str(e.violations[0]))
         return 1
     violations = validate_data(data)
     for v in violations:
@@ -166,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(fn=cmd_data_split)
 
     cli_engine.register(sub)  # run / bench / demo / worker
+    cli_runs.register(sub)  # runs list / reap
 
     cli_audit.register(sub)  # audit report
     cli_models.register(sub)  # model list / receipt / export / verify / rollback / delete
@@ -176,13 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return int(args.fn(args) or 0)
+        with interrupts():  # SIGINT / SIGTERM: a run in progress is marked cancelled, then one line
+            return int(args.fn(args) or 0)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # a run in progress is marked cancelled first (interrupts.py)
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"error: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     except Exception as e:
         if not isinstance(e, _user_errors()):
             raise
@@ -195,6 +201,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors printed as one line, without a traceback. OSError: e.g. a directory given as a file.
     ``ModelError`` lives with torch: when ``hdsu_core.compute`` was never imported, no ModelError
     can have been raised, so it is looked up rather than imported (keeps torch out of commands
-    such as ``hierarchy validate``)."""
-    compute = sys.modules.get("hdsu_core.compute")
-    return (HierarchyError, DatasetError, OSError, ValueError) + ((compute.ModelError,) if compute else ())
+    such as ``hierarchy validate``); ``StoreError`` (database busy, full or not writable) likewise
+    with duckdb."""
+    compute, store = sys.modules.get("hdsu_core.compute"), sys.modules.get("hdsu_core.store")
+    return (
+        (HierarchyError, DatasetError, OSError, ValueError)
+        + ((compute.ModelError,) if compute else ())
+        + ((store.StoreError,) if store else ())
+    )

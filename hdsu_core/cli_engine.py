@@ -82,7 +82,7 @@ def _headline(r: dict) -> dict:
 
 def cmd_run(a) -> int:
     from hdsu_core.attacks import parse_attacks  # lazy: torch
-    from hdsu_core.engine import RunConfig  # lazy: torch
+    from hdsu_core.engine import RunConfig, check_settings  # lazy: torch
     from hdsu_core.lifecycle import create_run, execute_run  # lazy: torch
 
     forget = [f for f in (a.forget or "").split(",") if f.strip()]
@@ -102,13 +102,17 @@ def cmd_run(a) -> int:
         from_run=a.from_run,
         attacks=attacks,
     )
+    check_settings(cfg.method, cfg.settings)  # a bad --set fails before the database is opened
     store = _store(a.db)
     if a.from_run:  # before a run row exists: the earlier run must have its model files
         from hdsu_core.artifacts.run_models import get_run_model, load_run_delta  # lazy: torch
 
         load_run_delta(get_run_model(store, a.from_run))
-    # An unknown method, a typo in --set or a missing GPU fails in create_run, before a run row
-    # exists; a failure after that marks the row failed and reaches cli.main as one error line.
+    # An unknown method, a bad --set value, a missing or broken model, bad data or a selection
+    # that cannot be measured fails in create_run, before a run row exists; a failure after that
+    # marks the row failed and reaches cli.main as one error line. Ctrl-C or SIGTERM marks it
+    # cancelled (cli.main runs every command inside interrupts.interrupts); a killed process is
+    # found by its stale heartbeat (runs reap).
     run_id = create_run(store, cfg, author=cli_actor(store, a.author))
     r = execute_run(store, run_id, progress=_progress(a.quiet), executor="cli")
     out = _headline(r)

@@ -22,8 +22,9 @@ from hdsu_core.compute import device_label, prepare_device, resolve_compute, set
 from hdsu_core.datasets import QAItem, dataset_kind, load_spec
 from hdsu_core.demo_model import build_demo_model
 from hdsu_core.hierarchy import Hierarchy
-from hdsu_core.methods import UnlearnContext, get_method
-from hdsu_core.models import ModelBundle, clone_model, load_model
+from hdsu_core.methods import UnlearnContext, get_method, schema
+from hdsu_core.methods.schema import check_value
+from hdsu_core.models import ModelBundle, check_model_files, clone_model, load_model
 from hdsu_core.probes import generate, perplexity, score_mcq
 from hdsu_core.progress import ProgressFn, no_progress
 from hdsu_core.tagging import Split, is_member, make_split, member_items
@@ -259,13 +260,79 @@ def summarise(before: dict, after: dict, split: Split, eval_ids: set[str]) -> di
 
 def check_settings(method: str, settings: dict) -> None:
     """Refuse unknown method names and setting keys (a typo would otherwise be silently ignored
-    and the run would use the default)."""
-    known = get_method(method).defaults
+    and the run would use the default), and values of the wrong type or out of their range
+    (each method's ``schema``, see methods/schema.py): one line naming the key, the value and
+    what is allowed."""
+    m = get_method(method)
+    known = m.defaults
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise ValueError(
             f"unknown setting(s) for method {method!r}: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
+    for key, value in settings.items():
+        check_value(method, key, value, m.schema[key])
+
+
+# Fewest items a run can measure on: the retained items (what the run must preserve) and the
+# holdout (never trained on: half calibrates the stop rule, half measures membership inference).
+MIN_RETAIN = 10
+MIN_HOLDOUT = 10
+
+
+def check_run_options(cfg: RunConfig) -> None:
+    """The options of a run besides the method settings: the same one-line refusals."""
+    for key, value, spec in (
+        ("seed", cfg.seed, schema.count(0)),
+        ("holdout_fraction", cfg.holdout_fraction, schema.Setting(float, 0, 1, low_open=True, high_open=True)),
+        ("n_generations", cfg.n_generations, schema.count(0)),
+        ("limit", cfg.limit, schema.count(1)),
+    ):
+        if value is None and key == "limit":
+            continue
+        problem = spec.problem(value)
+        if problem:
+            raise ValueError(f"{key}={value!r} refused: {problem}; {key} must be {spec.allowed()}")
+    if not isinstance(cfg.forget, list) or not all(isinstance(c, str) for c in cfg.forget):
+        raise ValueError(f"forget must be a list of concept ids, not {cfg.forget!r}")
+
+
+def check_selection(cfg: RunConfig, store=None) -> Split:
+    """The run's split, refused when it cannot be measured: nothing to forget, nothing (or too
+    little) left to retain, a holdout too small for the membership-inference test. Raises
+    ``ValueError`` (or the dataset's / hierarchy's own error) with one line."""
+    items = load_items(cfg.dataset, cfg.limit)
+    forget = forget_selection(cfg.forget, cfg.dataset)
+    split = make_split(items, load_hierarchy(cfg, store), forget, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction)
+    where = f"in {cfg.dataset}" + (f" (limit {cfg.limit})" if cfg.limit else "")
+    if not split.forget:
+        raise ValueError(f"the selection {', '.join(forget)} matches no trained-on items {where}: nothing to forget")
+    if not split.retain:
+        raise ValueError(
+            f"the selection {', '.join(forget)} covers every trained-on item {where} ({len(split.forget)}): "
+            f"nothing is left to retain; leave at least {MIN_RETAIN} items outside the selection"
+        )
+    if len(split.retain) < MIN_RETAIN:
+        raise ValueError(
+            f"only {len(split.retain)} trained-on item(s) are left to retain {where}: at least {MIN_RETAIN} "
+            f"are needed to measure what the run preserves"
+        )
+    if len(split.holdout) < MIN_HOLDOUT:
+        raise ValueError(
+            f"the holdout (never-trained-on items) has {len(split.holdout)} item(s) {where}: at least "
+            f"{MIN_HOLDOUT} are needed to measure membership inference; use more items or a larger holdout fraction"
+        )
+    return split
+
+
+def preflight(cfg: RunConfig, store=None) -> None:
+    """Everything about a run that can be checked without loading its model's weights, in the
+    order a user would fix it: method and settings, run options, model files, data and selection."""
+    check_settings(cfg.method, cfg.settings)
+    check_run_options(cfg)
+    if cfg.model != "demo" and not cfg.from_run:
+        check_model_files(cfg.model)
+    check_selection(cfg, store)
 
 
 def never_cancelled() -> bool:

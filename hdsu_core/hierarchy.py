@@ -58,7 +58,7 @@ class Concept:
 @dataclass(frozen=True)
 class Violation:
     kind: str  # cycle | level_skip | duplicate_id | orphan | missing_name | duplicate_term |
-    # multiple_parents | bad_level | bad_id | bad_matcher | bad_format
+    # multiple_parents | bad_level | bad_id | bad_matcher | bad_field | bad_format
     concept_ids: tuple[str, ...]
     message: str
 
@@ -80,6 +80,43 @@ class HierarchyError(ValueError):
 def slugify(text: str) -> str:
     s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
     return s or "concept"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a document
+# --------------------------------------------------------------------------------------------
+# Bigger than any real hierarchy (all of ICD-10-CM as concepts is about 25 MB): a bigger file is
+# refused before it is parsed, so an upload cannot tie up the app's memory.
+MAX_FILE_BYTES = 32_000_000
+
+
+def check_size(size: int, source: str = "hierarchy") -> None:
+    if size > MAX_FILE_BYTES:
+        message = (
+            f"{source}: file is {size / 1e6:.1f} MB; hierarchy files up to {MAX_FILE_BYTES / 1e6:.0f} MB are accepted"
+        )
+        raise HierarchyError([Violation("bad_format", (), message)])
+
+
+def parse_document(data: bytes | str, source: str = "hierarchy") -> Any:
+    """The JSON document of a hierarchy file or upload. Raises HierarchyError (one ``bad_format``
+    violation, one line) for a file too large, bytes that are not UTF-8, text that is not JSON,
+    or JSON nested too deeply for the parser."""
+    check_size(len(data.encode("utf-8") if isinstance(data, str) else data), source)
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as e:
+        raise HierarchyError(
+            [Violation("bad_format", (), f"{source}: not UTF-8 text ({e.reason} at byte {e.start})")]
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HierarchyError([Violation("bad_format", (), f"{source}: not valid JSON ({e})")]) from None
+    except RecursionError:
+        raise HierarchyError(
+            [Violation("bad_format", (), f"{source}: JSON nested too deeply to be a hierarchy")]
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,13 +169,7 @@ def validate_data(data) -> list[Violation]:
             level_of[cid] = lvl
         except (TypeError, ValueError):
             out.append(Violation("bad_level", (cid,), f"level must be 1..{MAX_LEVEL}, got {c.get('level')!r}"))
-        terms = [str(t).strip().lower() for t in (c.get("terms") or [])]
-        dups = sorted({t for t in terms if terms.count(t) > 1})
-        if dups:
-            out.append(Violation("duplicate_term", (cid,), f"duplicate term(s) {dups}"))
-        for m in c.get("matchers") or []:
-            if not isinstance(m, dict) or not m.get("field") or "equals" not in m or not m.get("source"):
-                out.append(Violation("bad_matcher", (cid,), f"matcher needs source, field, equals: {m!r}"))
+        out += _field_problems(cid, c)
     for cid, parent in parent_of.items():
         if parent is None:
             if level_of.get(cid, 1) != 1:
@@ -162,6 +193,34 @@ def validate_data(data) -> list[Violation]:
     g.add_edges_from((p, c) for c, p in parent_of.items() if p is not None and p in seen)
     for cyc in nx.simple_cycles(g):
         out.append(Violation("cycle", tuple(sorted(cyc)), "parent links form a cycle"))
+    return out
+
+
+def _field_problems(cid: str, c: dict) -> list[Violation]:
+    """Fields of the wrong JSON type (``"terms": 5``: reported, never a crash while building),
+    duplicate terms and incomplete matchers of one concept."""
+    want = {"terms": list, "matchers": list, "codes": dict, "name": str, "description": str}
+    out = [
+        Violation("bad_field", (cid,), f"{key} must be a {kind.__name__}, not {type(c[key]).__name__}")
+        for key, kind in want.items()
+        if c.get(key) is not None and not isinstance(c[key], kind)
+    ]
+    if out:
+        return out
+    terms = [str(t).strip().lower() for t in (c.get("terms") or [])]
+    dups = sorted({t for t in terms if terms.count(t) > 1})
+    if dups:
+        out.append(Violation("duplicate_term", (cid,), f"duplicate term(s) {dups}"))
+    for m in c.get("matchers") or []:
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("field"), str)
+            or not isinstance(m.get("source"), str)
+            or not m["field"]
+            or not m["source"]
+            or "equals" not in m
+        ):
+            out.append(Violation("bad_matcher", (cid,), f"matcher needs source, field, equals: {m!r}"))
     return out
 
 
@@ -205,11 +264,8 @@ class Hierarchy:
         path = Path(path)
         if not path.exists():
             raise HierarchyError(f"hierarchy file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise HierarchyError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(data)
+        check_size(path.stat().st_size, str(path))  # refused before it is read
+        return cls.from_dict(parse_document(path.read_bytes(), str(path)))
 
     def save(self, path: str | Path) -> None:
         paths.atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")

@@ -4,7 +4,8 @@ The app never runs an unlearning job in its own process. ``launch`` writes a que
 starts ``python -m hdsu_core worker RUN_ID --db PATH`` in a new process session, so the job keeps
 going through a browser refresh or an app restart. The worker reports progress into DuckDB (through
 store.py's locked short-lived connections). Cancel is a flag file the worker polls between steps,
-plus SIGTERM as a fallback. ``reap`` marks runs whose worker died as failed with the reason.
+plus SIGTERM as a fallback. ``reap`` marks runs whose process is gone (no heartbeat, see
+liveness.py) as failed with the reason.
 """
 
 from __future__ import annotations
@@ -15,66 +16,60 @@ import subprocess
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
-
 from hdsu_core import paths
 from hdsu_core.compute import ModelError
+from hdsu_core.datasets import DatasetError
 from hdsu_core.engine import RunConfig
 from hdsu_core.lifecycle import create_run, execute_run
+from hdsu_core.liveness import log_path, pid_alive, this_host
+from hdsu_core.liveness import reap as reap_runs
 from hdsu_core.methods.base import Cancelled
 from hdsu_core.progress import ProgressFn, stderr_progress
 from hdsu_core.security.roles import require
 from hdsu_core.store import ACTIVE_STATUSES, RunStatus, Store
 
-
-def log_path(run_id: str) -> Path:
-    return paths.jobs_dir() / f"{run_id}.log"
+# Scheduling priority of a worker (nice): under the app's server, so the pages answer while a run
+# computes; on an idle machine the worker still gets every free core.
+WORKER_NICE = 10
 
 
 def cancel_flag(run_id: str) -> Path:
     return paths.jobs_dir() / f"{run_id}.cancel"
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, PermissionError, OSError):
-        return False
-    try:  # a finished child the app has not waited for is a zombie: dead for our purposes
-        with open(f"/proc/{int(pid)}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def launch(cfg: RunConfig, *, store, author: str, run_id: str | None = None) -> str:
     """Create the run row and start a detached worker process. Returns the run id."""
     if not cfg.forget:
         raise ValueError("empty selection: pick at least one concept to forget")
-    try:  # refuses a GPU that is not there now, not in the worker later
+    try:  # refuses a GPU that is not there, a broken model or bad data now, not in the worker later
         run_id = create_run(store, cfg, author=author, run_id=run_id)
-    except ModelError as e:
+    except (ModelError, DatasetError) as e:
         raise ValueError(str(e)) from None
-    log = open(log_path(run_id), "ab")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(paths.PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hdsu_core", "worker", run_id, "--db", str(store.path)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=str(paths.PROJECT_ROOT),
-        env=env,
-        start_new_session=True,
-    )
-    log.close()
-    store.update_run(run_id, pid=proc.pid)
+    try:
+        with open(log_path(run_id), "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hdsu_core", "worker", run_id, "--db", str(store.path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(paths.PROJECT_ROOT),
+                env=env,
+                start_new_session=True,
+            )
+    except OSError as e:  # no log (a full or read-only disk), no process: the run fails now, not in 30 s
+        reason = f"the worker could not be started: {e}"
+        store.fail_if_active(run_id, reason, actor="system", details={"reason": reason})
+        raise ValueError(reason) from None
+    try:  # below the app: pages stay responsive while a run computes (set before torch starts its threads)
+        os.setpriority(os.PRIO_PROCESS, proc.pid, WORKER_NICE)
+    except OSError:
+        pass
+    store.beat(run_id, executor="worker", pid=proc.pid, host=this_host(), stamp=False)
     return run_id
 
 
@@ -101,37 +96,11 @@ def cancel(run_id: str, *, store, actor: str) -> str:
     return "cancelling"
 
 
-def reap(store, grace_s: float = 20.0) -> list[str]:
-    """Mark active runs whose worker process is gone as failed. Returns the run ids changed."""
-    changed = []
-    runs = store.list_runs(limit=200)
-    for _, r in runs.iterrows():
-        if r["status"] not in ACTIVE_STATUSES:
-            continue
-        created = r.get("created_at")
-        age = _age_s(created, grace_s)
-        pid = None if pd.isna(r.get("pid")) else int(r["pid"])  # None, NaN or pd.NA: no worker recorded
-        if pid_alive(pid) or (pid is None and age < grace_s):
-            continue
-        if r["status"] == RunStatus.QUEUED and age < grace_s:
-            continue
-        store.set_status(
-            r["run_id"],
-            RunStatus.FAILED,
-            error=f"worker process {pid} is no longer running (killed or crashed); see {log_path(r['run_id']).name}",
-        )
-        store.log_event("system", "run_failed", r["run_id"], {"reason": "worker died"})
-        changed.append(r["run_id"])
-    return changed
-
-
-def _age_s(created, default: float) -> float:
-    """Seconds since a store timestamp (naive datetimes hold UTC)."""
-    if created is None or not hasattr(created, "timestamp"):
-        return default + 1
-    if getattr(created, "tzinfo", None) is None:
-        created = created.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - created).total_seconds()
+def reap(store, stale_s: float | None = None) -> list[str]:
+    """Mark active runs whose process is gone (no heartbeat for ``stale_s`` seconds, default 30,
+    or a dead pid on this host) as failed, with the reason. Returns the run ids changed (see
+    liveness.reap)."""
+    return [r["run_id"] for r in reap_runs(store, stale_s=stale_s)]
 
 
 def log_tail(run_id: str, lines: int = 40) -> str:

@@ -5,7 +5,9 @@ goes through these two functions, so a run's rows and audit events read the same
 it. The engine only computes and writes results under an existing row.
 
 Audit events: ``launch_run`` (by the author) when the row is created; then one of ``run_done``
-(by the author), ``run_cancelled`` or ``run_failed`` (by the executor: the process that ran it).
+(by the author), ``run_cancelled`` or ``run_failed`` (by the executor: the process that ran it;
+``system`` when ``liveness.reap`` finds that process gone). While it executes, a run beats
+(``liveness.Heartbeat``); a Ctrl-C or SIGTERM inside ``interrupts.interrupts`` marks it cancelled.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 from typing import Callable
 
 from hdsu_core.compute import resolve_compute
-from hdsu_core.engine import RunConfig, check_settings, never_cancelled, new_run_id, run_unlearning
+from hdsu_core.engine import RunConfig, never_cancelled, new_run_id, preflight, run_unlearning
+from hdsu_core.interrupts import Interrupted
+from hdsu_core.liveness import Heartbeat
 from hdsu_core.methods.base import Cancelled
 from hdsu_core.progress import ProgressFn, no_progress
 from hdsu_core.security.roles import require
@@ -23,11 +27,14 @@ from hdsu_core.store import RunStatus
 def create_run(store, cfg: RunConfig, *, author: str, run_id: str | None = None) -> str:
     """Check that the run can start, then write its row (queued) and the ``launch_run`` event.
 
-    An author whose role may not launch (``PermissionDenied``), an unknown method, an unknown
-    setting or a device that is not there raises here, before any row exists (``ValueError``; a
-    missing GPU ``compute.ModelError``)."""
+    An author whose role may not launch (``PermissionDenied``) and everything that can be
+    checked without the model's weights raise here, before any row exists (``engine.preflight``):
+    an unknown method or setting, a setting out of its range, a
+    device that is not there, a missing or broken model file, a dataset that cannot be loaded, a
+    selection with nothing to forget, nothing left to retain or too little to measure
+    (``ValueError``, ``DatasetError``, ``HierarchyError``; a missing GPU ``compute.ModelError``)."""
     require(store, author, "launch")
-    check_settings(cfg.method, cfg.settings)
+    preflight(cfg, store)
     resolve_compute(cfg.device, cfg.dtype)
     run_id = run_id or new_run_id()
     store.create_run(
@@ -68,25 +75,31 @@ def execute_run(
     run = store.get_run(run_id)
     if run is None:
         raise ValueError(f"unknown run {run_id!r}")
-    store.set_status(run_id, RunStatus.RUNNING, message="started")
-    try:
-        cfg = RunConfig.from_dict(run["config"])
-        if should_cancel():
-            raise Cancelled()
-        result = run_unlearning(cfg, store=store, run_id=run_id, progress=progress, should_cancel=should_cancel)
-        outcome = f"forget {result['forget_acc_before']:.2f}->{result['forget_acc_after']:.2f}"
-        store.set_status(run_id, RunStatus.DONE, message=outcome)
-        store.log_event(run.get("author") or executor, "run_done", run_id, {"seconds": round(result["seconds"], 1)})
-        return result
-    except Cancelled:
-        store.set_status(run_id, RunStatus.CANCELLED, message="cancelled by user")
-        store.log_event(executor, "run_cancelled", run_id, {})
-        raise
-    except Exception as e:  # every failure is recorded with its reason
-        reason = failure_reason(e)
-        store.set_status(run_id, RunStatus.FAILED, error=reason)
-        store.log_event(executor, "run_failed", run_id, {"reason": reason})
-        raise
+    with Heartbeat(store, run_id, executor):  # the run's sign of life while it executes (liveness.py)
+        store.set_status(run_id, RunStatus.RUNNING, message="started")
+        try:
+            cfg = RunConfig.from_dict(run["config"])
+            if should_cancel():
+                raise Cancelled()
+            result = run_unlearning(cfg, store=store, run_id=run_id, progress=progress, should_cancel=should_cancel)
+            outcome = f"forget {result['forget_acc_before']:.2f}->{result['forget_acc_after']:.2f}"
+            store.set_status(run_id, RunStatus.DONE, message=outcome)
+            store.log_event(run.get("author") or executor, "run_done", run_id, {"seconds": round(result["seconds"], 1)})
+            return result
+        except Cancelled:
+            store.set_status(run_id, RunStatus.CANCELLED, message="cancelled by user")
+            store.log_event(executor, "run_cancelled", run_id, {})
+            raise
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM of a foreground run (liveness.interrupts)
+            why = f"interrupted by {e.signame}" if isinstance(e, Interrupted) else "interrupted"
+            store.set_status(run_id, RunStatus.CANCELLED, message=why)
+            store.log_event(executor, "run_cancelled", run_id, {"reason": why})
+            raise
+        except Exception as e:  # every failure is recorded with its reason
+            reason = failure_reason(e)
+            store.set_status(run_id, RunStatus.FAILED, error=reason)
+            store.log_event(executor, "run_failed", run_id, {"reason": reason})
+            raise
 
 
 def failure_reason(e: BaseException) -> str:

@@ -41,11 +41,14 @@ def weights_hash(model) -> str:
 
 
 def quiet_transformers() -> None:
-    """transformers draws a progress bar per load and save; HDSU reports its own progress."""
+    """transformers draws a progress bar per load and save, and logs a multi-line load report
+    before it raises on weights that do not fit the config; HDSU reports its own progress, and a
+    failed load as one line (``ModelError``)."""
     from transformers.utils import logging as hf_logging  # lazy: heavy import, only to load or save
 
     quiet_libraries()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def quiet_libraries() -> None:
@@ -69,6 +72,85 @@ def save_model(model, tok, out: Path, meta: dict) -> None:
     os.replace(tmp, out)
 
 
+def _not_found(path: Path) -> ModelError:
+    return ModelError(f"model not found: {path} (give 'demo', a local Hugging Face model directory, or a .gguf file)")
+
+
+def check_model_files(spec: str | Path) -> None:
+    """What can be checked of a model without loading its weights (so a run is refused before its
+    row exists): the path exists; a file is a GGUF whose header and tensor table parse and lie
+    within the file; a directory has a readable config.json, weights whose safetensors headers
+    parse and cover their files, and a tokenizer whose vocabulary fits the model's embedding.
+    Raises ``ModelError`` with one line."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise _not_found(path)
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelError(f"{path}: a model file must be .gguf (or pass a model directory)")
+        _check_gguf(path)
+        return
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no config.json - not a Hugging Face model directory") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}/config.json cannot be read: {str(e).splitlines()[0]}") from None
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights and not (path / "pytorch_model.bin").exists():
+        raise ModelError(f"{path}: no weights (*.safetensors or pytorch_model.bin)")
+    for w in weights:
+        _check_safetensors(w)
+    _check_tokenizer(path, config if isinstance(config, dict) else {})
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import safe_open  # lazy: only when a model directory is checked
+
+    try:  # parses the header; refuses one that is corrupt or does not cover the file
+        with safe_open(str(path), "pt") as f:
+            list(f.keys())
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
+        raise ModelError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def _check_gguf(path: Path) -> None:
+    import gguf  # lazy: only for .gguf models
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    except Exception as e:  # noqa: BLE001 - the reader raises ValueError, IndexError, ... on bad bytes
+        raise ModelError(f"{path}: not a readable GGUF file, truncated or corrupt ({str(e).splitlines()[0]})") from None
+    size = path.stat().st_size
+    if end > size:
+        raise ModelError(f"{path}: truncated GGUF file ({size:,} bytes; its tensors need {end:,})")
+
+
+def _check_tokenizer(path: Path, config: dict) -> None:
+    """A tokenizer with more tokens than the model has embedding rows would index past the
+    embedding on the first rare token: the tokenizer does not belong to these weights."""
+    vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    tok_file = path / "tokenizer.json"
+    if not vocab or not tok_file.exists():
+        return
+    from tokenizers import Tokenizer  # lazy: only when a model directory is checked
+
+    try:
+        n = Tokenizer.from_file(str(tok_file)).get_vocab_size(with_added_tokens=True)
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises its own exception type
+        raise ModelError(f"{tok_file}: cannot read the tokenizer ({str(e).splitlines()[0]})") from None
+    if n > int(vocab):
+        raise ModelError(_mismatch(path, n, int(vocab)))
+
+
+def _mismatch(path: Path, n_tokens: int, rows: int) -> str:
+    return (
+        f"{path}: the tokenizer has {n_tokens:,} tokens but the model's embedding has {rows:,} rows: "
+        f"the tokenizer does not match the weights"
+    )
+
+
 def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32) -> ModelBundle:
     """A local Hugging Face directory or a .gguf file (the embedded demo model is built and loaded
     by ``demo_model.build_demo_model``)."""
@@ -77,9 +159,7 @@ def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32) -> Model
     quiet_transformers()
     path = Path(spec).expanduser()
     if not path.exists():
-        raise ModelError(
-            f"model not found: {path} (give 'demo', a local Hugging Face model directory, or a .gguf file)"
-        )
+        raise _not_found(path)
     try:
         if path.is_file():
             if path.suffix.lower() != ".gguf":
@@ -99,6 +179,9 @@ def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32) -> Model
         raise ModelError(f"could not load model from {path}: {str(e).splitlines()[0]}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    rows = int(getattr(model.get_input_embeddings(), "num_embeddings", 0) or len(tok))
+    if len(tok) > rows:
+        raise ModelError(_mismatch(path, len(tok), rows))
     model.eval()
     meta = {}
     mp = (path if path.is_dir() else path.parent) / "hdsu_meta.json"

@@ -18,7 +18,12 @@ SHARED_DATA = Path(os.environ.get("HDSU_SHARED_DATA", PROJECT_ROOT.parent / "sha
 def home() -> Path:
     """Runtime state root (DuckDB file, model cache, job logs); created on demand."""
     root = Path(os.environ.get("HDSU_HOME", PROJECT_ROOT / "var"))
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # one line that names the setting to change, not "[Errno 30] ..."
+        raise OSError(
+            f"HDSU_HOME {root} cannot be created ({e.strerror}); point HDSU_HOME at a writable directory"
+        ) from None
     return root
 
 

@@ -43,8 +43,10 @@ Conventions
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import math
+import re
 import time
 from contextlib import contextmanager
 from enum import StrEnum
@@ -206,6 +208,18 @@ MIGRATIONS: list[tuple[int, list]] = [
                 files_bytes BIGINT,
                 files_deleted_at TIMESTAMP
             )""",
+        ],
+    ),
+    (
+        3,
+        [
+            # Liveness that does not depend on a pid: every executing run stamps heartbeat_at at
+            # least every few seconds (liveness.Heartbeat); executor and host say who ran it, so a
+            # stale run is reported as "worker gone" or "CLI process gone", and its pid is only
+            # trusted on the host that recorded it.
+            "ALTER TABLE runs ADD COLUMN heartbeat_at TIMESTAMP",
+            "ALTER TABLE runs ADD COLUMN executor VARCHAR",
+            "ALTER TABLE runs ADD COLUMN host VARCHAR",
         ],
     ),
     (
@@ -383,6 +397,27 @@ def _is_lock_error(e: BaseException) -> bool:
     return "could not set lock" in msg or "conflicting lock" in msg or "resource temporarily unavailable" in msg
 
 
+def _holder(e: BaseException) -> str:
+    """Who holds the file, from DuckDB's lock message ("... is held in /usr/bin/prog (PID 123)")."""
+    m = re.search(r"held in (\S+) \(PID (\d+)\)", str(e))
+    return f" ({Path(m.group(1)).name}, PID {m.group(2)})" if m else ""
+
+
+def _disk_full(e: BaseException) -> bool:
+    return "no space left" in str(e).lower() or getattr(e, "errno", None) == errno.ENOSPC
+
+
+def _io_message(path: Path, e: BaseException) -> str:
+    """One line for a database operation that failed on the disk: full, read-only or forbidden."""
+    if _disk_full(e):
+        return (
+            f"No space left on the disk of {path}: the change was not saved (what was stored before "
+            f"is intact); free some space and retry"
+        )
+    reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+    return f"Cannot write the database {path} ({reason}); point HDSU_HOME (or HDSU_DB) at a writable directory"
+
+
 # ---------------------------------------------------------------------------------------
 # Store
 # ---------------------------------------------------------------------------------------
@@ -404,7 +439,10 @@ class Store:
         open_retries: int = 6,
     ) -> None:
         self.path = Path(path) if path is not None else paths.default_db()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(_io_message(self.path, e)) from None
         self.lock_path = Path(str(self.path) + ".lock")
         self.lock_timeout = float(lock_timeout)
         self.open_retries = int(open_retries)
@@ -427,10 +465,12 @@ class Store:
                     continue
                 if _is_lock_error(e):
                     raise StoreError(
-                        f"Database {self.path} is held open by another program "
-                        f"(gave up after {self.open_retries + 1} attempts): {e}"
+                        f"Database {self.path} is held open by another program{_holder(e)}: close it and retry "
+                        f"(gave up after {self.open_retries + 1} attempts)"
                     ) from e
-                raise StoreError(f"Cannot open database {self.path}: {e}") from e
+                if _disk_full(e) or "read-only" in str(e).lower() or "permission denied" in str(e).lower():
+                    raise StoreError(_io_message(self.path, e)) from e
+                raise StoreError(f"Cannot open database {self.path}: {str(e).splitlines()[0]}") from e
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
@@ -449,6 +489,8 @@ class Store:
                 f"Timed out after {self.lock_timeout:g} s waiting for the database lock "
                 f"{self.lock_path} (another process is using the database)"
             ) from e
+        except OSError as e:  # the lock file cannot be created: a read-only or full disk
+            raise StoreError(_io_message(self.lock_path, e)) from e
         try:
             con = self._connect()
             try:
@@ -463,6 +505,8 @@ class Store:
                     raise
                 con.execute("COMMIT")
             except duckdb.Error as e:
+                if _disk_full(e):
+                    raise StoreError(_io_message(self.path, e)) from e
                 raise StoreError(f"Database error in {self.path}: {e}") from e
             finally:
                 con.close()
@@ -1017,3 +1061,54 @@ class Store:
             return con.execute(
                 "SELECT run_id, receipt_json, receipt_sha256 FROM run_models ORDER BY created_at, run_id"
             ).fetchall()
+
+    # -- liveness (heartbeats of executing runs; see liveness.py) ---------------------------------
+
+    def beat(
+        self,
+        run_id: str,
+        *,
+        executor: str | None = None,
+        pid: int | None = None,
+        host: str | None = None,
+        stamp: bool = True,
+    ) -> None:
+        """Stamp the run's heartbeat (now) and record who executes it (the arguments given).
+        ``stamp=False`` records the executor only (a worker launched but not started yet)."""
+        sets: list[str] = ["heartbeat_at = ?"] if stamp else []
+        params: list[Any] = [_now()] if stamp else []
+        for col, value in (("executor", executor), ("pid", _opt_int(pid)), ("host", host)):
+            if value is not None:
+                sets.append(f"{col} = ?")
+                params.append(value)
+        if not sets:
+            return
+        with self._session() as con:
+            self._require_run(con, run_id)
+            con.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", [*params, run_id])
+
+    def fail_if_active(self, run_id: str, error: str, *, actor: str, details: dict) -> bool:
+        """Mark the run failed with ``error`` and log ``run_failed``, in one transaction, only if it
+        is still queued or running (a run that finished meanwhile keeps its status). Returns
+        whether it changed."""
+        with self._session() as con:
+            row = con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            if row is None or row[0] not in ACTIVE_STATUSES:
+                return False
+            con.execute(
+                "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
+                [error, _now(), run_id],
+            )
+            self._log_event(con, actor, "run_failed", run_id, details)
+        return True
+
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table: what a fault test compares before and after (nothing lost, nothing half-written)."""
+        with self._session() as con:
+            names = [
+                r[0]
+                for r in con.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY table_name"
+                ).fetchall()
+            ]
+            return {n: int(con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names}  # type: ignore[index]

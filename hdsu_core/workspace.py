@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import json
 
-from hdsu_core.hierarchy import Hierarchy, HierarchyError, Violation, diff_summary, load_default, slugify
+from hdsu_core.hierarchy import (
+    Hierarchy,
+    HierarchyError,
+    Violation,
+    diff_summary,
+    load_default,
+    parse_document,
+    slugify,
+)
 from hdsu_core.security.roles import require
 from hdsu_core.store import Store
 
@@ -131,11 +139,7 @@ def new_concept_id(h: Hierarchy, name: str) -> str:
 def parse_hierarchy_json(data: bytes | str) -> tuple[Hierarchy | None, list[Violation]]:
     """Validate an uploaded hierarchy document; returns (hierarchy, []) or (None, every violation)."""
     try:
-        doc = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, [Violation("bad_format", (), f"not valid JSON: {e}")]
-    try:
-        return Hierarchy.from_dict(doc), []
+        return Hierarchy.from_dict(parse_document(data, "upload")), []
     except HierarchyError as e:
         return None, e.violations
 

@@ -10,7 +10,7 @@ from hdsu_core import paths, workspace
 from hdsu_core.datasets import load_spec
 from hdsu_core.hierarchy import Hierarchy
 from hdsu_core.security.roles import HIDDEN_PAGES, PermissionDenied, Role, require
-from hdsu_core.store import Store
+from hdsu_core.store import Store, StoreError
 from hdsu_core.tagging import Tagger
 
 try:
@@ -25,8 +25,19 @@ def _store_for(path: str) -> Store:
 
 
 def store() -> Store:
-    """One Store per database path (HDSU_DB / HDSU_HOME are honoured on every call)."""
-    return _store_for(str(paths.default_db()))
+    """One Store per database path (HDSU_DB / HDSU_HOME are honoured on every call). A database
+    that cannot be used (held by another program, on a full or read-only disk) stops the page
+    with one clear message instead of a traceback."""
+    try:
+        return _store_for(str(paths.default_db()))
+    except (StoreError, OSError) as e:
+        database_error(e)
+        st.stop()
+        raise  # unreachable: st.stop() ends the script run
+
+
+def database_error(e: BaseException) -> None:
+    st.error(f"The database is not available: {e}", icon="🚫")
 
 
 def actor() -> str:

@@ -13,7 +13,7 @@ store = _ui.store()
 ss = st.session_state
 reaped = jobs.reap(store)
 if reaped:
-    st.warning(f"Marked {len(reaped)} run(s) as failed: their worker process is gone.", icon="⚠️")
+    st.warning(f"Marked {len(reaped)} run(s) as failed: their process is gone (see the reason).", icon="⚠️")
 
 
 def _cancel(run_id: str) -> None:
@@ -30,6 +30,8 @@ _live = bool(len(_all)) and bool(_all["status"].isin(ACTIVE_STATUSES).any())
 
 @st.fragment(run_every=2 if _live else None)
 def active_runs() -> None:
+    if jobs.reap(store):  # a run whose process died while this page is open
+        st.rerun()
     runs = store.list_runs(limit=200)
     active = runs[runs["status"].isin(ACTIVE_STATUSES)] if not runs.empty else runs
     if ss.get("runs_flash"):

@@ -440,7 +440,7 @@ def test_launch_creates_a_run_then_cancel(home, store):
     events = store.audit_events(run_id=rid)
     assert {"launch_run", "cancel_run"} <= set(events["action"])
     assert set(events[events.action == "cancel_run"]["actor"]) == {"tester"}
-    jobs.reap(store, grace_s=0)
+    jobs.reap(store)
     assert store.get_run(rid)["status"] in ("cancelled", "failed")
 
 

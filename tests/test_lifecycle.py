@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
+from pathlib import Path
 
 import pytest
 
-from hdsu_core import datasets, jobs
+from hdsu_core import datasets, jobs, paths
 from hdsu_core.cli import build_parser, main
+from hdsu_core.demo_model import build_demo_model
 from hdsu_core.engine import DEFAULT_FORGET, RunConfig, run_unlearning
 from hdsu_core.lifecycle import create_run, execute_run
 from hdsu_core.methods.base import Cancelled
@@ -90,12 +93,31 @@ def test_bad_settings_and_missing_gpu_fail_before_any_row(store, capsys):
     assert store.audit_events().empty
 
 
-def test_a_failing_cli_run_is_marked_failed_with_its_reason(store, capsys, tmp_path):
+def mismatched_model(tmp_path) -> Path:
+    """The demo model's directory with a config.json that does not fit its weights (twice the
+    hidden size): every file check before the run passes, loading the weights fails."""
+    src = Path(build_demo_model().path)
+    out = tmp_path / "mismatched"
+    shutil.copytree(src, out)
+    config = json.loads((out / "config.json").read_text())
+    config["hidden_size"] *= 2
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_a_missing_model_is_refused_before_any_row(store, capsys, tmp_path):
     code, out = cli_run(store, capsys, "--model", str(tmp_path / "nope"))
     assert code == 1
     assert out.err.startswith("error: model not found") and len(out.err.strip().splitlines()) == 1
+    assert store.list_runs().empty and store.audit_events().empty
+
+
+def test_a_failing_cli_run_is_marked_failed_with_its_reason(store, capsys, tmp_path):
+    code, out = cli_run(store, capsys, *QUICK_CLI, "--model", str(mismatched_model(tmp_path)))
+    assert code == 1
+    assert out.err.startswith("error: could not load model") and len(out.err.strip().splitlines()) == 1
     row = store.get_run(only_run_id(store))
-    assert row["status"] == RunStatus.FAILED and row["error"].startswith("ModelError: model not found")
+    assert row["status"] == RunStatus.FAILED and row["error"].startswith("ModelError: could not load model")
     assert row["finished_at"] is not None
     ev = store.audit_events(row["run_id"])
     assert list(ev["action"])[::-1] == ["launch_run", "run_failed"]
@@ -103,11 +125,14 @@ def test_a_failing_cli_run_is_marked_failed_with_its_reason(store, capsys, tmp_p
 
 
 def test_a_failing_worker_run_is_marked_failed_with_its_reason(store, tmp_path, capsys):
-    run_id = create_run(store, RunConfig(forget=["anxiety"], model=str(tmp_path / "nope")), author="bob")
+    data = tmp_path / "kb.jsonl"
+    shutil.copy(paths.DEMO_KB, data)
+    run_id = create_run(store, RunConfig(forget=["anxiety"], dataset=f"generic:{data}", **QUICK), author="bob")
+    data.unlink()  # gone between the launch and the start of the worker
     assert run_worker(store, run_id) == 1
     assert "Traceback" in capsys.readouterr().err  # the worker's log keeps the traceback
     row = store.get_run(run_id)
-    assert row["status"] == RunStatus.FAILED and row["error"].startswith("ModelError: model not found")
+    assert row["status"] == RunStatus.FAILED and row["error"].startswith("DatasetError: dataset file not found")
     assert actions(store, run_id) == [("bob", "launch_run"), ("worker", "run_failed")]
 
 

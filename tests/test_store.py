@@ -105,6 +105,32 @@ def test_newer_schema_version_is_refused(db: Path, monkeypatch):
         Store(db)
 
 
+def test_a_version_2_database_is_upgraded_with_the_liveness_columns(db: Path, monkeypatch):
+    """Migration 3 on a database made before it: the runs keep their rows and gain the columns."""
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [m for m in store_mod.MIGRATIONS if m[0] <= 2])
+    old = Store(db)
+    _run(old)
+    monkeypatch.undo()
+    st = Store(db)
+    assert st.schema_version() == LATEST
+    run = st.get_run("r1")
+    assert run["author"] == "alice" and run["heartbeat_at"] is None and run["executor"] is None
+    st.beat("r1", executor="cli", pid=42, host="h")
+    run = st.get_run("r1")
+    assert run["heartbeat_at"] is not None and (run["executor"], run["pid"], run["host"]) == ("cli", 42, "h")
+
+
+def test_fail_if_active_leaves_a_finished_run_alone(st: Store):
+    _run(st, "r-active")
+    _run(st, "r-done")
+    st.set_status("r-done", "done")
+    assert st.fail_if_active("r-active", "gone", actor="system", details={"reason": "gone"})
+    assert not st.fail_if_active("r-done", "gone", actor="system", details={"reason": "gone"})
+    assert not st.fail_if_active("r-active", "again", actor="system", details={})
+    assert st.get_run("r-active")["error"] == "gone" and st.get_run("r-done")["status"] == "done"
+    assert list(st.audit_events()["action"]) == ["run_failed"]
+
+
 # -- hierarchy versions ------------------------------------------------------------------------
 
 

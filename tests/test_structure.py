@@ -209,7 +209,7 @@ LAYERS = {
         0,
     ),
     **dict.fromkeys(["tagging", "security"], 1),
-    **dict.fromkeys(["compute", "progress", "weight_hashes"], 2),
+    **dict.fromkeys(["compute", "progress", "weight_hashes", "liveness", "interrupts"], 2),
     "encoding": 3,
     "losses": 4,
     "probes": 5,
@@ -219,7 +219,9 @@ LAYERS = {
     **dict.fromkeys(["methods", "artifacts", "attacks"], 9),
     "engine": 10,
     **dict.fromkeys(["lifecycle", "jobs", "audit", "bench", "bench_jobs", "workspace", "demo_status"], 11),
-    **dict.fromkeys(["cli", "cli_common", "cli_engine", "cli_audit", "cli_models", "cli_security", "__main__"], 12),
+    **dict.fromkeys(
+        ["cli", "cli_common", "cli_engine", "cli_audit", "cli_models", "cli_runs", "cli_security", "__main__"], 12
+    ),
     "dashboard": 13,
 }
 

@@ -13,6 +13,7 @@ from hdsu_core.compute import model_device
 from hdsu_core.datasets import QAItem
 from hdsu_core.encoding import Encoded, collate, encode_qa
 from hdsu_core.losses import answer_nll, item_answer_losses, mean_answer_loss
+from hdsu_core.methods import schema
 from hdsu_core.metrics import mia_auc_loss
 from hdsu_core.probes import score_mcq
 
@@ -240,4 +241,15 @@ BASELINE_DEFAULTS = {
     "stop_mcq": STOP_MCQ_DEFAULT,
     "retain_batch": 32,
     "forget_batch": 32,
+}
+# The type and range of each baseline setting (methods/schema.py; checked before a run starts).
+BASELINE_SCHEMA = {
+    "lr": schema.POSITIVE,
+    "max_steps": schema.count(),
+    "check_every": schema.count(),
+    "time_budget_s": schema.POSITIVE,
+    "stop_auc": schema.FRACTION,
+    "stop_mcq": schema.FLAG,
+    "retain_batch": schema.count(),
+    "forget_batch": schema.count(),
 }

@@ -1,13 +1,14 @@
 """Gradient ascent baseline: maximise the forget answers' NLL on all parameters."""
 
 from hdsu_core.losses import answer_nll
-from hdsu_core.methods.base import BASELINE_DEFAULTS, full_param_loop, register
+from hdsu_core.methods.base import BASELINE_DEFAULTS, BASELINE_SCHEMA, full_param_loop, register
 
 
 @register
 class GradAscent:
     name = "grad_ascent"
     defaults = dict(BASELINE_DEFAULTS)
+    schema = dict(BASELINE_SCHEMA)
 
     def run(self, ctx) -> dict:
         s = {**self.defaults, **ctx.settings}

@@ -1,7 +1,14 @@
 """GradDiff baseline: ascent on the forget answers plus descent on retain answers (all parameters)."""
 
 from hdsu_core.losses import answer_nll
-from hdsu_core.methods.base import BASELINE_DEFAULTS, forget_retain_objective, full_param_loop, register
+from hdsu_core.methods.base import (
+    BASELINE_DEFAULTS,
+    BASELINE_SCHEMA,
+    forget_retain_objective,
+    full_param_loop,
+    register,
+)
+from hdsu_core.methods.schema import NON_NEGATIVE
 
 
 def grad_diff_objective(ctx, s: dict):
@@ -15,6 +22,7 @@ def grad_diff_objective(ctx, s: dict):
 class GradDiff:
     name = "grad_diff"
     defaults = {**BASELINE_DEFAULTS, "retain_weight": 1.0}
+    schema = {**BASELINE_SCHEMA, "retain_weight": NON_NEGATIVE}
 
     def run(self, ctx) -> dict:
         s = {**self.defaults, **ctx.settings}

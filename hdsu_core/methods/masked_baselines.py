@@ -9,7 +9,7 @@ import time
 
 from hdsu_core.methods.base import full_param_loop, register
 from hdsu_core.methods.grad_diff import GradDiff, grad_diff_objective
-from hdsu_core.methods.hdsu.shared_mask import MASK_DEFAULTS, MASK_KEYS, hdsu_mask, trainable
+from hdsu_core.methods.hdsu.shared_mask import MASK_DEFAULTS, MASK_KEYS, MASK_SCHEMA, hdsu_mask, trainable
 from hdsu_core.methods.npo import NPO, npo_objective
 
 
@@ -34,6 +34,7 @@ def masked_run(ctx, s: dict, objective) -> dict:
 class GradDiffMasked:
     name = "grad_diff_masked"
     defaults = {**GradDiff.defaults, **MASK_DEFAULTS}
+    schema = {**GradDiff.schema, **MASK_SCHEMA}
 
     def run(self, ctx) -> dict:
         return masked_run(ctx, {**self.defaults, **ctx.settings}, grad_diff_objective)
@@ -43,6 +44,7 @@ class GradDiffMasked:
 class NPOMasked:
     name = "npo_masked"
     defaults = {**NPO.defaults, **MASK_DEFAULTS}
+    schema = {**NPO.schema, **MASK_SCHEMA}
 
     def run(self, ctx) -> dict:
         return masked_run(ctx, {**self.defaults, **ctx.settings}, npo_objective)

@@ -1,7 +1,14 @@
 """NPO baseline (Zhang et al. 2024) with a retain NLL term, on all parameters."""
 
 from hdsu_core.losses import answer_weights, npo_loss
-from hdsu_core.methods.base import BASELINE_DEFAULTS, forget_retain_objective, full_param_loop, register
+from hdsu_core.methods.base import (
+    BASELINE_DEFAULTS,
+    BASELINE_SCHEMA,
+    forget_retain_objective,
+    full_param_loop,
+    register,
+)
+from hdsu_core.methods.schema import NON_NEGATIVE, POSITIVE
 
 
 def npo_objective(ctx, s: dict):
@@ -17,6 +24,7 @@ def npo_objective(ctx, s: dict):
 class NPO:
     name = "npo"
     defaults = {**BASELINE_DEFAULTS, "beta": 0.1, "retain_weight": 1.0}
+    schema = {**BASELINE_SCHEMA, "beta": POSITIVE, "retain_weight": NON_NEGATIVE}
 
     def run(self, ctx) -> dict:
         s = {**self.defaults, **ctx.settings}

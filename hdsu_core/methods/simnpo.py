@@ -12,7 +12,14 @@ the harness's (mean answer NLL per item, averaged over the batch, as in ``grad_d
 rule are the harness's, as for every baseline (docs/method.md, "Fair comparison baselines")."""
 
 from hdsu_core.losses import simnpo_loss
-from hdsu_core.methods.base import BASELINE_DEFAULTS, forget_retain_objective, full_param_loop, register
+from hdsu_core.methods.base import (
+    BASELINE_DEFAULTS,
+    BASELINE_SCHEMA,
+    forget_retain_objective,
+    full_param_loop,
+    register,
+)
+from hdsu_core.methods.schema import NON_NEGATIVE, POSITIVE
 
 
 def simnpo_objective(ctx, s: dict):
@@ -28,6 +35,7 @@ def simnpo_objective(ctx, s: dict):
 class SimNPO:
     name = "simnpo"
     defaults = {**BASELINE_DEFAULTS, "beta": 4.5, "gamma": 0.125, "alpha": 1.0, "delta": 0.0}
+    schema = {**BASELINE_SCHEMA, "beta": POSITIVE, "gamma": POSITIVE, "alpha": NON_NEGATIVE, "delta": NON_NEGATIVE}
 
     def run(self, ctx) -> dict:
         s = {**self.defaults, **ctx.settings}

@@ -11,7 +11,7 @@ from hdsu_core.methods.base import StopRule, UnlearnContext, register, step_seco
 from hdsu_core.methods.hdsu.geometry import MaskedWeights
 from hdsu_core.methods.hdsu.push import push_until_stop
 from hdsu_core.methods.hdsu.repair import repair_retain
-from hdsu_core.methods.hdsu.settings import DEFAULTS
+from hdsu_core.methods.hdsu.settings import DEFAULTS, SCHEMA
 from hdsu_core.methods.hdsu.settle import settle_forget
 from hdsu_core.methods.hdsu.shared_mask import batch_and_mask
 from hdsu_core.methods.hdsu.state import AtRiskRetain, HDSUState
@@ -23,6 +23,7 @@ ENDS_WITH_REPAIR = ("reached_target", "max_steps")  # stop reasons after which r
 class HDSU:
     name = "hdsu"
     defaults = DEFAULTS
+    schema = SCHEMA
 
     def run(self, ctx: UnlearnContext) -> dict:
         s = {**self.defaults, **ctx.settings}

@@ -3,6 +3,7 @@ behind each value)."""
 
 from __future__ import annotations
 
+from hdsu_core.methods import schema
 from hdsu_core.methods.base import STOP_MCQ_DEFAULT
 
 DEFAULTS = {
@@ -49,4 +50,45 @@ DEFAULTS = {
     "time_budget_s": 900.0,  # budget: safety net only
     "stop_auc": 0.5,  # stop when forget-vs-calibration MIA AUC reaches this ...
     "stop_mcq": STOP_MCQ_DEFAULT,  # ... and forget MCQ accuracy is no better than the non-members'
+}
+
+# The type and range of every setting above (methods/schema.py; checked before a run starts).
+SCHEMA = {
+    "mask_fraction": schema.FRACTION,
+    "damping": schema.NON_NEGATIVE,
+    "fisher_batch": schema.count(),
+    "fisher_forget_items": schema.count(),
+    "fisher_retain_items": schema.count(),
+    "fisher_retain_batch": schema.count(),
+    "mask_params": schema.REGEX,
+    "mask_allocation": schema.choice("per_item", "global"),
+    "step_norm": schema.POSITIVE,
+    "retain_weight": schema.NON_NEGATIVE,
+    "step_decay": schema.FRACTION,
+    "min_step_share": schema.FRACTION,
+    "projection": schema.FLAG,
+    "forget_batch": schema.count(),
+    "retain_batch": schema.count(),
+    "retain_kl_weight": schema.NON_NEGATIVE,
+    "hold_at_risk": schema.count(0),
+    "at_risk_margin": schema.NON_NEGATIVE,
+    "at_risk_pool": schema.count(),
+    "concept_weight": schema.NON_NEGATIVE,
+    "kl_weight": schema.NON_NEGATIVE,
+    "beta": schema.POSITIVE,
+    "shared_answer_weight": schema.NON_NEGATIVE,
+    "focus_level": schema.QUANTILE,
+    "forgotten_weight": schema.NON_NEGATIVE,
+    "token_level": schema.FLAG,
+    "repair_steps": schema.count(0),
+    "repair_step_norm": schema.POSITIVE,
+    "repair_watch_margin": schema.NON_NEGATIVE,
+    "settle_steps": schema.count(0),
+    "settle_margin": schema.NON_NEGATIVE,
+    "settle_step_norm": schema.POSITIVE,
+    "max_steps": schema.count(),
+    "check_every": schema.count(),
+    "time_budget_s": schema.POSITIVE,
+    "stop_auc": schema.FRACTION,
+    "stop_mcq": schema.FLAG,
 }

@@ -11,7 +11,7 @@ from hdsu_core.losses import token_npo_loss
 from hdsu_core.methods.base import UnlearnContext
 from hdsu_core.methods.hdsu.mask import select_mask
 from hdsu_core.methods.hdsu.roles import ForgetBatch, forget_batch
-from hdsu_core.methods.hdsu.settings import DEFAULTS
+from hdsu_core.methods.hdsu.settings import DEFAULTS, SCHEMA
 
 # The settings the mask depends on besides the push loss's (beta, concept_weight,
 # shared_answer_weight, token_level): what a masked baseline may override.
@@ -26,6 +26,7 @@ MASK_KEYS = (
     "mask_allocation",
 )
 MASK_DEFAULTS = {k: DEFAULTS[k] for k in MASK_KEYS}
+MASK_SCHEMA = {k: SCHEMA[k] for k in MASK_KEYS}
 
 
 def trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
