@@ -180,8 +180,13 @@ def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32) -> Model
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     rows = int(getattr(model.get_input_embeddings(), "num_embeddings", 0) or len(tok))
-    if len(tok) > rows:
-        raise ModelError(_mismatch(path, len(tok), rows))
+    n_tokens = len(tok)
+    if path.is_file() and tok.get_added_vocab().get("<|endoftext|>") == rows:
+        # transformers' GGUF converter starts from GPT-2's tokenizer and leaves its "<|endoftext|>"
+        # behind as one added token past the file's vocabulary (never produced by encoding)
+        n_tokens -= 1
+    if n_tokens > rows:
+        raise ModelError(_mismatch(path, n_tokens, rows))
     model.eval()
     meta = {}
     mp = (path if path.is_dir() else path.parent) / "hdsu_meta.json"
