@@ -32,6 +32,7 @@ from hdsu_core.cli import main
 from hdsu_core.demo_model import build_demo_model
 from hdsu_core.engine import RunConfig
 from hdsu_core.lifecycle import create_run, execute_run
+from hdsu_core.security.roles import os_user
 from hdsu_core.store import RunStatus, Store
 
 ROOT = paths.PROJECT_ROOT
@@ -211,7 +212,10 @@ def test_a_cli_run_that_gets_sigint_or_sigterm_marks_itself_cancelled(at_work, s
     run = the_run(store)
     assert run["status"] == RunStatus.CANCELLED and run["message"] == f"interrupted by {signal.Signals(sig).name}"
     assert run["finished_at"] is not None and run["executor"] == "cli" and run["pid"] == proc.pid
-    assert actions(store, run["run_id"]) == [("cli", "launch_run"), ("cli", "run_cancelled")]
+    assert actions(store, run["run_id"]) == [
+        (os_user(), "launch_run"),
+        ("cli", "run_cancelled"),
+    ]  # launched as the OS user
     assert probe_rows_whole(store, run["run_id"])
 
 
@@ -235,7 +239,7 @@ def test_a_killed_cli_run_is_failed_by_runs_reap(at_work):
     assert run["status"] == RunStatus.FAILED and time.time() - t_kill < 30
     assert run["error"] == f"CLI process gone: process {proc.pid} is no longer running (killed or crashed)"
     assert f"{run['run_id']}  failed: CLI process gone" in reaped.stdout
-    assert actions(store, run["run_id"]) == [("cli", "launch_run"), ("system", "run_failed")]
+    assert actions(store, run["run_id"]) == [(os_user(), "launch_run"), ("system", "run_failed")]
     counts = store.table_counts()
     assert counts["probe_results"] == counts["metrics"] == counts["generations"] == counts["run_models"] == 0
     assert liveness.reap(store) == []  # reaping again changes nothing
