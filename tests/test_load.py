@@ -33,7 +33,11 @@ from hdsu_core.engine import RunConfig
 from hdsu_core.store import RunStatus, Store
 
 SESSIONS = 10
-BUDGET_S = 180  # TEMP measuring
+BUDGET_S = 180  # the bound of the 10-session browse (a hang guard: it took 93 s on the 2-core machine)
+# The issue keeps the load test in CI only if it stays under a minute. On the 2-core CI machine
+# the 10 Chromium contexts alone (each loads and compiles Streamlit's and plotly's JavaScript)
+# take 85-93 s (p50 11-13 s, p95 42-54 s): opt in with HDSU_LOAD_TEST=1. The restart test runs always.
+LOAD_TEST = os.environ.get("HDSU_LOAD_TEST") == "1"
 # (sidebar link, heading, the element that shows last on the page)
 PAGES = [
     ("Hierarchy", "Hierarchy", '[data-testid="stPlotlyChart"]'),
@@ -67,7 +71,7 @@ def live(tmp_path_factory):
     cfg = RunConfig(
         forget=["anxiety"],
         method="grad_ascent",
-        settings={"max_steps": 1_000_000, "stop_auc": 0.01, "time_budget_s": 400},
+        settings={"max_steps": 1_000_000, "check_every": 1_000_000_000, "time_budget_s": 400},
     )
     run_id = jobs.launch(cfg, store=store, author="load-test")
     server = start_server(home)
@@ -137,6 +141,9 @@ def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1] if len(values) > 1 else values[0]
 
 
+@pytest.mark.skipif(
+    not LOAD_TEST, reason="10 browser sessions take over a minute on 2 cores (93 s measured); HDSU_LOAD_TEST=1 runs it"
+)
 def test_ten_sessions_browse_while_a_run_is_in_progress(live):
     store, run_id = live["store"], live["run_id"]
     progress_before = store.get_run(run_id)["heartbeat_at"]
@@ -165,7 +172,8 @@ def test_ten_sessions_browse_while_a_run_is_in_progress(live):
 def test_an_app_restart_mid_run_reattaches_to_the_worker(live):
     store, run_id = live["store"], live["run_id"]
     live["server"].stop(sig=9)  # the app dies; the worker runs in its own session and goes on
-    assert liveness.pid_alive(int(store.get_run(run_id)["pid"]))
+    r = store.get_run(run_id)
+    assert liveness.pid_alive(int(r["pid"])), (r["status"], r["error"], r["message"], jobs.log_tail(run_id))
     live["server"] = start_server(live["home"], log_name="streamlit-restarted.log")
 
     async def follow() -> list[str]:
