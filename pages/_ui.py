@@ -174,39 +174,48 @@ def model_downloads(store, run_id: str, key: str) -> None:
     has_files = rm.receipt.get("delta") is not None and not rm.files_deleted
     may_export = refusal("export_model") is None
     who = actor()
-    c1, c2, c3 = st.columns(3)
-    c1.download_button(
-        "Unlearned model (zip)",
-        data=lambda: actions.model_zip(store, run_id, actor=who),
-        file_name=f"hdsu-{run_id}-model.zip",
-        mime="application/zip",
-        icon="📦",
-        disabled=not has_files or not may_export,
-        on_click="ignore",
-        key=f"{key}_zip_{run_id}",
-        help="A Hugging Face directory (safetensors + tokenizer) that transformers loads without HDSU",
-    )
-    c2.download_button(
-        "Sparse delta",
-        data=lambda: actions.delta_bytes(store, run_id, actor=who),
-        file_name=f"hdsu-{run_id}-delta.safetensors",
-        mime="application/octet-stream",
-        icon="🧩",
-        disabled=not has_files or not may_export,
-        on_click="ignore",
-        key=f"{key}_delta_{run_id}",
-        help="Changed weights only: flat indices, old and new values per tensor",
-    )
-    c3.download_button(
-        "Receipt (JSON)",
-        data=lambda: actions.receipt_bytes(store, run_id, actor=who),
-        file_name=f"hdsu-{run_id}-receipt.json",
-        mime="application/json",
-        icon="🧾",
-        on_click="ignore",
-        key=f"{key}_receipt_{run_id}",
-        help="Hashes of both models, the delta, the data, the hierarchy and the code",
-    )
+    exportable = has_files and may_export
+    buttons = [  # label, bytes made on click, file suffix, mime, icon, enabled, help
+        (
+            "Unlearned model (zip)",
+            actions.model_zip,
+            "model.zip",
+            "application/zip",
+            "📦",
+            exportable,
+            "A Hugging Face directory (safetensors + tokenizer) that transformers loads without HDSU",
+        ),
+        (
+            "Sparse delta",
+            actions.delta_bytes,
+            "delta.safetensors",
+            "application/octet-stream",
+            "🧩",
+            exportable,
+            "Changed weights only: flat indices, old and new values per tensor",
+        ),
+        (
+            "Receipt (JSON)",
+            actions.receipt_bytes,
+            "receipt.json",
+            "application/json",
+            "🧾",
+            True,
+            "Hashes of both models, the delta, the data, the hierarchy and the code",
+        ),
+    ]
+    for col, (label, make, suffix, mime, icon, enabled, help_text) in zip(st.columns(3), buttons):
+        col.download_button(
+            label,
+            data=lambda make=make: make(store, run_id, actor=who),
+            file_name=f"hdsu-{run_id}-{suffix}",
+            mime=mime,
+            icon=icon,
+            disabled=not enabled,
+            on_click="ignore",
+            key=f"{key}_{suffix.split('.')[0]}_{run_id}",
+            help=help_text,
+        )
     if not has_files:
         st.caption("The model files of this run were deleted or not kept; the receipt remains.")
 

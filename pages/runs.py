@@ -51,6 +51,7 @@ def active_runs() -> None:
                 f"**{rd['run_id']}** · {D.STATUS_ICONS.get(rd['status'])} · {rd['method']} · "
                 f"forget {', '.join(rd['forget_concepts'] or [])} · by {rd.get('author') or '?'}"
             )
+            no_cancel = _ui.refusal("cancel", owner=rd.get("author"))
             b.button(
                 "Cancel",
                 key=f"cancel_{rd['run_id']}",
@@ -58,8 +59,8 @@ def active_runs() -> None:
                 args=(rd["run_id"],),
                 icon="⏹️",
                 width="stretch",
-                disabled=bool(_ui.refusal("cancel", owner=rd.get("author"))),
-                help=_ui.refusal("cancel", owner=rd.get("author")),
+                disabled=bool(no_cancel),
+                help=no_cancel,
             )
             frac = float(rd.get("progress") or 0.0)
             st.progress(

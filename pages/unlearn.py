@@ -184,8 +184,9 @@ if split is not None and not split.forget:
     problems.append("the selection matches no trained-on items")
 if data_error:
     problems.append("fix the dataset")
-if _ui.refusal("launch"):
-    problems.append(str(_ui.refusal("launch")))
+no_launch = _ui.refusal("launch")
+if no_launch:
+    problems.append(no_launch)
 changed = {k: v for k, v in settings.items() if v != defaults.get(k)}
 st.caption(
     f"Launching as **{_ui.actor()}** · method **{method}** · "

@@ -23,16 +23,12 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+from server_helpers import CHROMIUM, kill_group, start_server
 
 from hdsu_core import paths
 from hdsu_core.artifacts.receipt import receipt_sha256
@@ -42,7 +38,6 @@ from hdsu_core.weight_hashes import hash_state
 ROOT = paths.PROJECT_ROOT
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-CHROMIUM = os.environ.get("HDSU_CHROMIUM", "/usr/bin/chromium")
 RUN_TIMEOUT_S = 240  # with the demo model cached; +300 s when the worker has to build it first
 VIEWPORT = {"width": 1360, "height": 900}
 
@@ -81,12 +76,6 @@ def _pdf_text_contains():
 # ---------------------------------------------------------------------------------------------
 # The server
 # ---------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _seed_model_cache(home: Path) -> list[str]:
     """Copy the checkout's built demo model(s) into the temporary home (copy, not link: the test
     must never write into the developer's var/)."""
@@ -101,83 +90,19 @@ def _seed_model_cache(home: Path) -> list[str]:
     return copied
 
 
-def _kill_group(pid: int | None, grace_s: float = 5.0) -> None:
-    if not pid:
-        return
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.time() + grace_s
-        while time.time() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("hdsu_home")
     (home / "models").mkdir()
     seeded = _seed_model_cache(home)
-    env = dict(os.environ, HDSU_HOME=str(home), PYTHONUNBUFFERED="1")
-    env.pop("HDSU_DB", None)
-    port = _free_port()
-    log = open(home / "streamlit.log", "wb")
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "app.py"),
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=str(ROOT),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{(home / 'streamlit.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(
-                    f"streamlit did not become healthy in 90 s:\n{(home / 'streamlit.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
-        yield {"url": url, "home": home, "seeded": seeded}
+        srv = start_server(home)
+    except RuntimeError as e:  # exited, or not healthy in 90 s: the log tail is in the message
+        pytest.fail(str(e))
+    try:
+        yield {"url": srv.url, "home": home, "seeded": seeded}
     finally:
-        _kill_group(proc.pid)
-        log.close()
+        srv.stop()
         _kill_workers(home)
         ARTIFACTS.mkdir(exist_ok=True)
         for name in ["streamlit.log", *(f"jobs/{p.name}" for p in (home / "jobs").glob("*.log"))]:
@@ -196,7 +121,7 @@ def _kill_workers(home: Path) -> None:
         return
     for pid in runs.get("pid", []):
         if pid is not None and pid == pid:
-            _kill_group(int(pid), grace_s=3.0)
+            kill_group(int(pid), grace_s=3.0)
 
 
 @pytest.fixture(scope="module")

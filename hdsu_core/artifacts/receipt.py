@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import subprocess
 import time
 
 from hdsu_core import paths
+from hdsu_core.security.keys import canonical_json
 from hdsu_core.weight_hashes import WeightsHash, ids_hash
 
 RECEIPT_FORMAT = "hdsu-run-receipt/1"
@@ -27,10 +27,6 @@ HEADLINE = (
     "changed_fraction",
     "seconds",
 )
-
-
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def receipt_sha256(receipt: dict) -> str:

@@ -18,6 +18,7 @@ from hdsu_core import paths
 from hdsu_core.artifacts.delta import apply_delta, changed_weights, compute_delta, load_delta, save_delta
 from hdsu_core.artifacts.receipt import build_receipt, canonical_json, receipt_sha256
 from hdsu_core.compute import resolve_compute
+from hdsu_core.liveness import pid_alive
 from hdsu_core.models import ModelBundle, load_model
 from hdsu_core.security.keys import sign_document
 from hdsu_core.security.roles import require
@@ -67,20 +68,10 @@ def sweep_stale_tmp() -> list[str]:
     removed = []
     for p in runs_dir().glob(".tmp-*"):
         pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p.name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass

@@ -24,6 +24,7 @@ def _chain(store, run_id: str) -> list[dict]:
 
 def model_output(store, run_id: str) -> dict | None:
     """None when the run has no receipt (unfinished, or older than receipts)."""
+    from hdsu_core.artifacts.receipt import receipt_sha256  # lazy: with run_models (torch)
     from hdsu_core.artifacts.run_models import RunModelError, get_run_model  # lazy: torch
 
     if store.get_run_model(run_id) is None:
@@ -40,7 +41,7 @@ def model_output(store, run_id: str) -> dict | None:
     else:
         files = f"{delta['changed_weights']:,} weights in {delta['changed_tensors']} tensors, {delta['bytes']:,} bytes"
     return {
-        "receipt_sha256": store.get_run_model(run_id)["receipt_sha256"],
+        "receipt_sha256": receipt_sha256(r),  # equal to the stored one: get_run_model checked it
         "original_root": rm.original.root,
         "unlearned_root": rm.unlearned.root,
         "delta_sha256": delta["sha256"] if delta else None,

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 from hdsu_core.audit_chain import ChainReport, verify_rows
+from hdsu_core.security.keys import canonical_json
 
 
 @dataclass
@@ -24,10 +25,8 @@ class IntegrityReport:
         return [self.chain.line(), *self.problems]
 
 
-def _canonical_sha(doc: dict) -> str:
-    return hashlib.sha256(
-        json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    ).hexdigest()
+def _canonical_sha(doc: dict) -> str:  # = artifacts.receipt.receipt_sha256, which sits layers above
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
 
 
 def verify_audit(store) -> IntegrityReport:

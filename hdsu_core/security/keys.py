@@ -32,8 +32,14 @@ def key_dir() -> Path:
     return Path(os.environ.get("HDSU_KEY_DIR", paths.home() / "keys"))
 
 
+def canonical_json(doc) -> str:
+    """The one canonical JSON of receipts and signed documents (sorted keys, no spaces): what is
+    hashed and signed."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _canonical(doc: dict) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return canonical_json(doc).encode()
 
 
 def private_key() -> Ed25519PrivateKey:
