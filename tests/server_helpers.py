@@ -62,15 +62,22 @@ class Server:
             pass
 
 
-def start_server(home: Path, log_name: str = "streamlit.log", timeout_s: float = 90.0, **env_extra: str) -> Server:
-    """``streamlit run app.py`` with ``HDSU_HOME=home``; returns once /_stcore/health answers."""
+def start_server(
+    home: Path,
+    log_name: str = "streamlit.log",
+    timeout_s: float = 90.0,
+    streamlit_args: tuple[str, ...] = (),
+    **env_extra: str,
+) -> Server:
+    """``streamlit run app.py`` with ``HDSU_HOME=home``; returns once /_stcore/health answers.
+    ``streamlit_args`` are more ``--section.option value`` pairs (e.g. ``--secrets.files``)."""
     env = dict(os.environ, HDSU_HOME=str(home), PYTHONUNBUFFERED="1", **env_extra)
     env.pop("HDSU_DB", None)
     port = free_port()
     log_path = home / log_name
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true"]
     cmd += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
-    cmd += ["--server.fileWatcherType", "none"]
+    cmd += ["--server.fileWatcherType", "none", *streamlit_args]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,

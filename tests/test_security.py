@@ -190,6 +190,18 @@ def test_reports_are_signed_beside_the_file(store, tmp_path, capsys):
     assert main(["audit", "verify-receipt", str(out)]) == 1
 
 
+def test_reports_pin_the_chain_head_of_the_log_and_of_the_receipt(store, tmp_path):
+    run_id = quick_run(store, "alice")
+    pinned = RM.get_run_model(store, run_id).receipt["audit_chain_head"]
+    before = store.audit_chain_head()
+    out = tmp_path / "r.html"
+    assert main(["audit", "report", run_id, "--out", str(out), "--db", str(store.path)]) == 0
+    html = out.read_text()
+    assert f"event {before['event_id']} · {before['hash']}" in html  # the head when the report was made
+    assert f"event {pinned['event_id']} · {pinned['hash']}" in html  # the head the signed receipt pinned
+    assert store.audit_chain_head()["event_id"] > before["event_id"]  # the export itself was logged
+
+
 def test_the_key_is_owner_only():
     keys.private_key()
     path = keys.key_dir() / "installation_ed25519.pem"

@@ -141,6 +141,7 @@ def report_context(store, run_id: str, hierarchy: Hierarchy | None = None, *, no
     ctx: dict[str, Any] = {
         "run_id": run_id,
         "generated_at": fmt.timestamp_utc(now or _dt.datetime.now(_dt.timezone.utc)),
+        "audit_chain_head": store.audit_chain_head(),
         "banner": _banner(run, status, finished),
         "finished": finished,
         "run": _run_section(run, status, hierarchy_source),

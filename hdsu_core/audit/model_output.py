@@ -49,5 +49,6 @@ def model_output(store, run_id: str) -> dict | None:
         "code_version": r.get("code_version"),
         "item_hashes": r.get("items", {}),
         "hierarchy_sha256": r.get("hierarchy", {}).get("sha256"),
+        "audit_chain_head": r.get("audit_chain_head"),
         "chain": _chain(store, run_id),
     }
