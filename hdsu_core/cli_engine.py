@@ -101,6 +101,7 @@ def cmd_run(a) -> int:
         dtype=a.dtype,
         from_run=a.from_run,
         attacks=attacks,
+        processes=_processes(a.processes, a.device),
     )
     check_settings(cfg.method, cfg.settings)  # a bad --set fails before the database is opened
     store = _store(a.db)
@@ -114,7 +115,10 @@ def cmd_run(a) -> int:
     # cancelled (cli.main runs every command inside interrupts.interrupts); a killed process is
     # found by its stale heartbeat (runs reap).
     run_id = create_run(store, cfg, author=cli_actor(store, a.author))
-    r = execute_run(store, run_id, progress=_progress(a.quiet), executor="cli")
+    if cfg.processes > 1:
+        r = _run_processes(store, run_id, cfg.processes)
+    else:
+        r = execute_run(store, run_id, progress=_progress(a.quiet), executor="cli")
     out = _headline(r)
     if a.json:
         print(json.dumps(out, indent=2, default=str))
@@ -122,6 +126,33 @@ def cmd_run(a) -> int:
         for k, v in out.items():
             print(f"{k:24s} {v}")
     return 0
+
+
+def _processes(spec: str, device: str) -> int:
+    """``--processes``: a count, or ``auto`` (one per GPU when the run computes on several)."""
+    from hdsu_core.compute import resolve_device  # lazy: torch
+    from hdsu_core.distributed import auto_processes  # lazy: torch
+
+    if str(spec).strip().lower() == "auto":
+        return auto_processes(resolve_device(device))
+    try:
+        return int(spec)
+    except ValueError:
+        raise ValueError(f"--processes takes a number or auto, not {spec!r}") from None
+
+
+def _run_processes(store, run_id: str, processes: int) -> dict:
+    """A CLI run over several processes: torchrun in the foreground (ranks.py), then the result
+    rank 0 stored; a run that did not finish is one error line."""
+    from hdsu_core.jobs import cancel_flag  # lazy: torch
+    from hdsu_core.ranks import launch_ranks  # lazy: torch
+
+    launch_ranks(store, run_id, processes, cancel_flag(run_id))
+    cancel_flag(run_id).unlink(missing_ok=True)
+    row = store.get_run(run_id)
+    if row["status"] != "done":
+        raise ValueError(f"run {run_id} {row['status']}: {row.get('error') or row.get('message') or ''}".strip())
+    return row["summary"]
 
 
 def cmd_bench(a) -> int:
@@ -255,6 +286,12 @@ def _add_run(sub) -> None:
         default="",
         help="after the run, attack copies of the unlearned model: relearn, quant, format, mia, "
         "comma-separated, or all (default none; docs/method.md 'Is it really gone?')",
+    )
+    x.add_argument(
+        "--processes",
+        default="auto",
+        help="data-parallel processes through torchrun (gloo on the CPU, one GPU each on CUDA); "
+        "auto (default): one per GPU when the run computes on several GPUs, else 1",
     )
     x.add_argument("--author", help="name recorded in the audit trail (default: the OS user; only in demo mode)")
     x.add_argument("--json", action="store_true", help="print the result as JSON")
