@@ -102,6 +102,8 @@ def cmd_run(a) -> int:
         from_run=a.from_run,
         attacks=attacks,
         processes=_processes(a.processes, a.device),
+        autocast=not a.no_autocast,
+        gradient_checkpointing=a.gradient_checkpointing,
     )
     check_settings(cfg.method, cfg.settings)  # a bad --set fails before the database is opened
     store = _store(a.db)
@@ -292,6 +294,14 @@ def _add_run(sub) -> None:
         default="auto",
         help="data-parallel processes through torchrun (gloo on the CPU, one GPU each on CUDA); "
         "auto (default): one per GPU when the run computes on several GPUs, else 1",
+    )
+    x.add_argument(
+        "--no-autocast", action="store_true", help="no bfloat16 autocast of the forward passes on a CUDA GPU"
+    )
+    x.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass (less GPU memory for a large model, slower steps)",
     )
     x.add_argument("--author", help="name recorded in the audit trail (default: the OS user; only in demo mode)")
     x.add_argument("--json", action="store_true", help="print the result as JSON")

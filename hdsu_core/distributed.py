@@ -13,12 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 from contextlib import contextmanager
-from typing import Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as tdist
-
-T = TypeVar("T")
 
 # A rank that waits longer than this in a collective fails (instead of the 30-minute default):
 # a crashed peer must not keep the run "running" for half an hour.
@@ -88,8 +86,8 @@ def shard_bounds(n: int, ranks: int, r: int) -> tuple[int, int]:
     return r * n // ranks, (r + 1) * n // ranks
 
 
-def shard(rows: Sequence[T]) -> Sequence[T]:
-    """This rank's rows of a batch (all of them in one process)."""
+def shard(rows: Any) -> Any:
+    """This rank's rows of a batch (all of them in one process): a list or a tensor of row indices."""
     start, stop = shard_bounds(len(rows), world(), rank())
     return rows[start:stop]
 

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from hdsu_core import distributed, paths
+from hdsu_core import distributed, efficiency, paths
 from hdsu_core import metrics as M
 from hdsu_core.artifacts.receipt import hierarchy_sha256, receipt_sha256
 from hdsu_core.artifacts.run_models import materialize, record_run_model
@@ -81,6 +81,8 @@ class RunConfig:
     keep_model: bool = True  # write the run's sparse delta (the receipt is always kept)
     attacks: list[str] = field(default_factory=list)  # "Is it really gone?" attacks after the run (hdsu_core.attacks)
     processes: int = 1  # > 1: data-parallel over that many processes via torchrun (distributed.py, ranks.py)
+    autocast: bool = True  # bfloat16 autocast of the method's forward passes on a CUDA GPU (no-op on the CPU)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30 % slower)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +97,9 @@ class RunConfig:
         if not d["attacks"]:  # a run without attacks hashes as before they existed
             d.pop("attacks")
         d.pop("processes", None)  # one process or several compute the same result
+        for key, default in (("autocast", True), ("gradient_checkpointing", False)):
+            if d.get(key) == default:  # hashes as before these options existed
+                d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -501,6 +506,7 @@ def _unlearn(
     # Kept on the CPU: on a GPU a second full copy of the weights would cost device memory.
     state_before = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
     method = get_method(cfg.method)
+    settings, efficiency_info = _efficiency(cfg, run, method.defaults)
     ctx = UnlearnContext(
         model=run.model,
         ref_model=ref,
@@ -508,7 +514,7 @@ def _unlearn(
         forget=run.split.forget,
         retain=run.split.retain,
         calibration=before.calibration,
-        settings=dict(cfg.settings),
+        settings=settings,
         seed=cfg.seed,
         max_len=run.max_len,
         hierarchy=run.hierarchy,
@@ -519,10 +525,32 @@ def _unlearn(
     )
     progress("unlearn", 0.0, f"method {cfg.method}")
     t_unlearn = time.time()
-    info = method.run(ctx)
+    try:
+        with efficiency.autocast(run.device, cfg.autocast):
+            info = method.run(ctx)
+    finally:
+        if efficiency_info["gradient_checkpointing"]:
+            efficiency.disable_checkpointing(run.model)
+    info.update(efficiency_info)
     info["device"] = device_label(run.device)
     info["dtype"] = str(run.dtype).replace("torch.", "")
     return _Unlearned(info, time.time() - t_unlearn, state_before)
+
+
+def _efficiency(cfg: RunConfig, run: _RunInputs, defaults: dict) -> tuple[dict, dict]:
+    """The method's settings with the batch sizes the user left open fitted to the GPU's free
+    memory (efficiency.py; unchanged on the CPU), gradient checkpointing switched on when asked,
+    and what the run info records of both and of autocast."""
+    ckpt = cfg.gradient_checkpointing and efficiency.enable_checkpointing(run.model)
+    free = efficiency.free_memory(run.device)
+    per_item = efficiency.bytes_per_item(run.model.config, run.max_len, run.dtype, ckpt) if free is not None else 0
+    settings, chosen = efficiency.batch_settings(dict(cfg.settings), defaults, free, per_item)
+    info = {
+        "autocast": efficiency.autocast_label(run.device, cfg.autocast),
+        "gradient_checkpointing": ckpt,
+        "batch_from_memory": chosen or None,
+    }
+    return settings, info
 
 
 def _probe_after(run: _RunInputs, before: _ProbeBefore, unlearned: _Unlearned, progress: ProgressFn) -> _ProbeAfter:

@@ -90,7 +90,9 @@ def test_two_gloo_processes_match_one_process(toy, tmp_path, method):  # noqa: F
     if method == "hdsu":
         assert sa["info"]["mask_sha256"] == sb["info"]["mask_sha256"]  # the very same weights selected
         assert sa["info"]["mask_by_param"] == sb["info"]["mask_by_param"]
-    original = {k: v.float() for k, v in prepare_model(toy["cfg"], toy["items"], no_progress).model.state_dict().items()}
+    original = {
+        k: v.float() for k, v in prepare_model(toy["cfg"], toy["items"], no_progress).model.state_dict().items()
+    }
     wa, wb = _state(store, one), _state(store, two)
     assert max(float((wa[k] - original[k]).abs().max()) for k in wa) > 1e-3  # far more than the tolerance
     for k in wa:

@@ -244,7 +244,7 @@ def _share(ctx: UnlearnContext, encs: list[Encoded], term) -> torch.Tensor:
         return term(*ctx.batch(encs))
     mine = distributed.shard(encs)
     if not mine:  # more processes than items: a zero that still has a graph
-        return sum(p.sum() for p in ctx.model.parameters() if p.requires_grad) * 0.0
+        return torch.stack([p.sum() for p in ctx.model.parameters() if p.requires_grad]).sum() * 0.0
     return term(*ctx.batch(mine)) * (len(mine) / len(encs))
 
 
