@@ -161,6 +161,7 @@ def cmd_bench(a) -> int:
     from hdsu_core.attacks import parse_attacks  # lazy: torch
     from hdsu_core.bench import (  # lazy: torch
         format_attack_table,
+        format_step_timing,
         format_summary,
         format_table,
         format_time_ratios,
@@ -214,6 +215,9 @@ def cmd_bench(a) -> int:
         ratios = format_time_ratios(rows)
         if ratios:
             print("\n" + ratios)
+        timing = format_step_timing(rows)
+        if timing:
+            print("\nstep time and throughput of the update steps (without the stop rule's checks)\n" + timing)
         attacked = format_attack_table(rows)
         if attacked:
             print("\nIs it really gone? (attacks; recovery / gaps / AUCs, docs/method.md)\n" + attacked)
