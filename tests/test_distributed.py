@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_methods import toy  # noqa: F401  (module-scoped toy data set and recipe)
 
-from hdsu_core import distributed, jobs, liveness
+from hdsu_core import audit, distributed, jobs, liveness
 from hdsu_core.artifacts.run_models import materialize
 from hdsu_core.engine import RunConfig, check_run_options, prepare_model
 from hdsu_core.lifecycle import create_run, execute_run
@@ -98,6 +98,9 @@ def test_two_gloo_processes_match_one_process(toy, tmp_path, method):  # noqa: F
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=1e-5, msg=k)
     assert b["config_hash"] == a["config_hash"]
+    rows = {r["label"]: r["value"] for r in audit.procedure_rows(sb["info"])}  # the report says how it ran
+    assert rows["Processes"] == "2 (data-parallel, torchrun)"
+    assert "Processes" not in {r["label"] for r in audit.procedure_rows(sa["info"])}
 
 
 def test_a_two_process_run_from_the_runs_page_is_cancellable(toy, tmp_path):  # noqa: F811
