@@ -426,6 +426,8 @@ def run_unlearning(
         store.update_run(run_id, model_hash=run.bundle.model_hash, config_hash=cfg.hash())
     before = _probe_before(cfg, run, progress)
     unlearned = _unlearn(cfg, run, before, progress, should_cancel)
+    if not distributed.is_main():  # the other ranks' part ends with the method: rank 0 probes, attacks, writes
+        return {"run_id": run_id, "method": cfg.method, "info": unlearned.info}
     after = _probe_after(run, before, unlearned, progress)
     summary = _run_summary(run, before, after, unlearned, t0)
     summary.update(_attack(cfg, run, before, after, unlearned, progress))  # after the run's own time
