@@ -4,6 +4,7 @@ worker the Runs page launches, and it can be cancelled. Plus the pure logic of t
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from test_methods import toy  # noqa: F401  (module-scoped toy data set and reci
 
 from hdsu_core import audit, distributed, jobs, liveness
 from hdsu_core.artifacts.run_models import materialize
+from hdsu_core.cli import main
 from hdsu_core.engine import RunConfig, check_run_options, prepare_model
 from hdsu_core.lifecycle import create_run, execute_run
 from hdsu_core.progress import no_progress
@@ -125,3 +127,22 @@ def test_a_two_process_run_from_the_runs_page_is_cancellable(toy, tmp_path):  # 
     while time.time() < deadline + 30 and jobs.cancel_flag(run_id).exists():
         time.sleep(0.5)
     assert not jobs.cancel_flag(run_id).exists()  # the launcher removed it when torchrun returned
+
+
+def test_cli_run_with_two_processes(toy, tmp_path, capsys):  # noqa: F811
+    """`run --processes 2` in the foreground (torchrun, then the result rank 0 stored) on the toy
+    model given as a directory: grad_ascent's two-process run is its one-process run."""
+    model_dir = prepare_model(toy["cfg"], toy["items"], no_progress).path
+    db = str(tmp_path / "c.duckdb")
+    argv = ["run", "--model", str(model_dir), "--dataset", toy["cfg"].dataset, "--method", "grad_ascent"]
+    argv += ["--set", "max_steps=2", "--forget", "anxiety", "--device", "cpu", "--db", db, "--json", "--quiet"]
+    results = []
+    for n in ("1", "2"):
+        assert main([*argv, "--processes", n]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    one, two = results
+    keys = ["forget_acc_after", "retain_acc_after", "mia_auc", "changed_weights", "steps"]
+    assert {k: one[k] for k in keys} == {k: two[k] for k in keys} and one["steps"] == 2
+    assert Store(db).get_run(two["run_id"])["summary"]["info"]["processes"] == 2
+    assert main([*argv, "--processes", "two"]) == 1
+    assert "error: --processes takes a number or auto, not 'two'" in capsys.readouterr().err

@@ -175,7 +175,9 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict, masks: dict[str, torc
     """Adam until the stop rule fires (shared by the baselines): over all parameters, or with
     ``masks`` ({param name: bool mask}) over the masked tensors only, their gradient zeroed
     outside the mask before clipping. Adam (no weight decay) turns a gradient that is always 0
-    into a step of exactly 0, so only masked weights change."""
+    into a step of exactly 0, so only masked weights change. Over several processes (distributed.py)
+    the gradients are summed after each backward pass: ``loss_fn`` must return this process's
+    share of the batch's loss (``share_of_batch``)."""
     torch.manual_seed(ctx.seed)
     named = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
     # Unmasked tensors take no gradient during the loop (cheaper backward passes), as in HDSU.
@@ -229,15 +231,17 @@ def forget_retain_objective(ctx: UnlearnContext, s: dict, forget_term, retain_we
         fb = ctx.rng.sample(ctx.forget_enc, min(s["forget_batch"], len(ctx.forget_enc)))
         rb = ctx.retain_batch(s["retain_batch"])
         ctx.tokens_seen += sum(len(e.ids) for e in fb + rb)
-        out = _share(ctx, fb, forget_term)
+        out = share_of_batch(ctx, fb, forget_term)
         if rb:
-            out = out + retain_weight * _share(ctx, rb, lambda i, a, lab: answer_nll(ctx.model, i, a, lab).mean())
+            out = out + retain_weight * share_of_batch(
+                ctx, rb, lambda i, a, lab: answer_nll(ctx.model, i, a, lab).mean()
+            )
         return out
 
     return loss
 
 
-def _share(ctx: UnlearnContext, encs: list[Encoded], term) -> torch.Tensor:
+def share_of_batch(ctx: UnlearnContext, encs: list[Encoded], term) -> torch.Tensor:
     """``term`` (a mean over the items of a batch) on this process's rows of ``encs``, scaled to
     its share of the whole batch's mean (distributed.py); the whole batch in one process."""
     if not distributed.active():
