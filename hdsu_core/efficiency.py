@@ -37,13 +37,14 @@ def enable_checkpointing(model) -> bool:
     whether the model supports it."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         return False
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5 names it activation checkpointing (gradient_checkpointing_* are deprecated aliases).
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return True
 
 
 def disable_checkpointing(model) -> None:
     """Back to plain backward passes (the probes after the run and the saved model need none)."""
-    model.gradient_checkpointing_disable()
+    model.activation_checkpointing_disable()
 
 
 def bytes_per_item(config, seq_len: int, dtype: torch.dtype, checkpointing: bool = False) -> int:
