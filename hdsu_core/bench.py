@@ -250,6 +250,9 @@ def _method_row(cfg: RunConfig, r: dict) -> dict:
         "steps": r["info"].get("steps"),
         "unlearn_seconds": r.get("unlearn_seconds"),
         "step_seconds": r["info"].get("step_seconds"),
+        "step_tokens": r["info"].get("step_tokens"),
+        "tokens_per_s": _tokens_per_s(r["info"]),
+        "device": r["info"].get("device"),
         **({"settings": cfg.settings} if cfg.settings else {}),
         **attack_metrics(r),
     }
@@ -369,6 +372,28 @@ def format_time_ratios(rows: list[dict]) -> str:
                 run = _ratio(_mean(by_method[a], "unlearn_seconds"), _mean(by_method[b], "unlearn_seconds"))
                 step = _ratio(_mean(by_method[a], "step_seconds"), _mean(by_method[b], "step_seconds"))
                 lines.append(f"{a} / {b}: run time {_times(run)}, one step {_times(step)} ({str(ds)[:28]})")
+    return "\n".join(lines)
+
+
+def _tokens_per_s(info: dict) -> float | None:
+    """Training throughput of the update steps: tokens in their forward passes per second."""
+    tokens, seconds = info.get("step_tokens"), info.get("step_seconds")
+    return tokens / seconds if tokens and seconds else None
+
+
+def format_step_timing(rows: list[dict]) -> str:
+    """One line per method row that stepped: ``METHOD: one step X ms, N tokens/step, T tokens/s
+    (device)``, the numbers ``bench --device cuda`` is run for (printed on every device)."""
+    lines = []
+    for r in rows:
+        if r.get("step_seconds") is None:
+            continue
+        tokens = "-" if r.get("step_tokens") is None else f"{r['step_tokens']:.0f}"
+        rate = "-" if r.get("tokens_per_s") is None else f"{r['tokens_per_s']:,.0f}"
+        lines.append(
+            f"{r['method']}: one step {r['step_seconds'] * 1000:.1f} ms, {tokens} tokens/step, "
+            f"{rate} tokens/s ({r.get('device')}, {str(r['dataset'])[:28]})"
+        )
     return "\n".join(lines)
 
 

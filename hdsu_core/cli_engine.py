@@ -101,6 +101,9 @@ def cmd_run(a) -> int:
         dtype=a.dtype,
         from_run=a.from_run,
         attacks=attacks,
+        processes=_processes(a.processes, a.device),
+        autocast=not a.no_autocast,
+        gradient_checkpointing=a.gradient_checkpointing,
     )
     check_settings(cfg.method, cfg.settings)  # a bad --set fails before the database is opened
     store = _store(a.db)
@@ -114,7 +117,10 @@ def cmd_run(a) -> int:
     # cancelled (cli.main runs every command inside interrupts.interrupts); a killed process is
     # found by its stale heartbeat (runs reap).
     run_id = create_run(store, cfg, author=cli_actor(store, a.author))
-    r = execute_run(store, run_id, progress=_progress(a.quiet), executor="cli")
+    if cfg.processes > 1:
+        r = _run_processes(store, run_id, cfg.processes)
+    else:
+        r = execute_run(store, run_id, progress=_progress(a.quiet), executor="cli")
     out = _headline(r)
     if a.json:
         print(json.dumps(out, indent=2, default=str))
@@ -124,10 +130,38 @@ def cmd_run(a) -> int:
     return 0
 
 
+def _processes(spec: str, device: str) -> int:
+    """``--processes``: a count, or ``auto`` (one per GPU when the run computes on several)."""
+    from hdsu_core.compute import resolve_device  # lazy: torch
+    from hdsu_core.distributed import auto_processes  # lazy: torch
+
+    if str(spec).strip().lower() == "auto":
+        return auto_processes(resolve_device(device))
+    try:
+        return int(spec)
+    except ValueError:
+        raise ValueError(f"--processes takes a number or auto, not {spec!r}") from None
+
+
+def _run_processes(store, run_id: str, processes: int) -> dict:
+    """A CLI run over several processes: torchrun in the foreground (ranks.py), then the result
+    rank 0 stored; a run that did not finish is one error line."""
+    from hdsu_core.jobs import cancel_flag  # lazy: torch
+    from hdsu_core.ranks import launch_ranks  # lazy: torch
+
+    launch_ranks(store, run_id, processes, cancel_flag(run_id))
+    cancel_flag(run_id).unlink(missing_ok=True)
+    row = store.get_run(run_id)
+    if row["status"] != "done":
+        raise ValueError(f"run {run_id} {row['status']}: {row.get('error') or row.get('message') or ''}".strip())
+    return row["summary"]
+
+
 def cmd_bench(a) -> int:
     from hdsu_core.attacks import parse_attacks  # lazy: torch
     from hdsu_core.bench import (  # lazy: torch
         format_attack_table,
+        format_step_timing,
         format_summary,
         format_table,
         format_time_ratios,
@@ -181,6 +215,9 @@ def cmd_bench(a) -> int:
         ratios = format_time_ratios(rows)
         if ratios:
             print("\n" + ratios)
+        timing = format_step_timing(rows)
+        if timing:
+            print("\nstep time and throughput of the update steps (without the stop rule's checks)\n" + timing)
         attacked = format_attack_table(rows)
         if attacked:
             print("\nIs it really gone? (attacks; recovery / gaps / AUCs, docs/method.md)\n" + attacked)
@@ -255,6 +292,20 @@ def _add_run(sub) -> None:
         default="",
         help="after the run, attack copies of the unlearned model: relearn, quant, format, mia, "
         "comma-separated, or all (default none; docs/method.md 'Is it really gone?')",
+    )
+    x.add_argument(
+        "--processes",
+        default="auto",
+        help="data-parallel processes through torchrun (gloo on the CPU, one GPU each on CUDA); "
+        "auto (default): one per GPU when the run computes on several GPUs, else 1",
+    )
+    x.add_argument(
+        "--no-autocast", action="store_true", help="no bfloat16 autocast of the forward passes on a CUDA GPU"
+    )
+    x.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass (less GPU memory for a large model, slower steps)",
     )
     x.add_argument("--author", help="name recorded in the audit trail (default: the OS user; only in demo mode)")
     x.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from hdsu_core import distributed, efficiency, paths
 from hdsu_core import metrics as M
-from hdsu_core import paths
 from hdsu_core.artifacts.receipt import hierarchy_sha256, receipt_sha256
 from hdsu_core.artifacts.run_models import materialize, record_run_model
 from hdsu_core.attacks import AttackContext, parse_attacks, run_attacks
@@ -80,6 +80,9 @@ class RunConfig:
     from_run: str | None = None  # start from this earlier run's unlearned model (a chained request)
     keep_model: bool = True  # write the run's sparse delta (the receipt is always kept)
     attacks: list[str] = field(default_factory=list)  # "Is it really gone?" attacks after the run (hdsu_core.attacks)
+    processes: int = 1  # > 1: data-parallel over that many processes via torchrun (distributed.py, ranks.py)
+    autocast: bool = True  # bfloat16 autocast of the method's forward passes on a CUDA GPU (no-op on the CPU)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30 % slower)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +96,10 @@ class RunConfig:
             d.pop("from_run")
         if not d["attacks"]:  # a run without attacks hashes as before they existed
             d.pop("attacks")
+        d.pop("processes", None)  # one process or several compute the same result
+        for key, default in (("autocast", True), ("gradient_checkpointing", False)):
+            if d.get(key) == default:  # hashes as before these options existed
+                d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -280,6 +287,9 @@ MIN_RETAIN = 10
 MIN_HOLDOUT = 10
 
 
+MAX_PROCESSES = 64
+
+
 def check_run_options(cfg: RunConfig) -> None:
     """The options of a run besides the method settings: the same one-line refusals."""
     for key, value, spec in (
@@ -287,12 +297,18 @@ def check_run_options(cfg: RunConfig) -> None:
         ("holdout_fraction", cfg.holdout_fraction, schema.Setting(float, 0, 1, low_open=True, high_open=True)),
         ("n_generations", cfg.n_generations, schema.count(0)),
         ("limit", cfg.limit, schema.count(1)),
+        ("processes", cfg.processes, schema.Setting(int, 1, MAX_PROCESSES)),
     ):
         if value is None and key == "limit":
             continue
         problem = spec.problem(value)
         if problem:
             raise ValueError(f"{key}={value!r} refused: {problem}; {key} must be {spec.allowed()}")
+    if cfg.processes > 1 and torch.cuda.is_available() and resolve_compute(cfg.device, cfg.dtype)[0].type == "cuda":
+        if cfg.processes > torch.cuda.device_count():
+            raise ValueError(
+                f"processes={cfg.processes} refused: one GPU per process, torch sees {torch.cuda.device_count()}"
+            )
     if not isinstance(cfg.forget, list) or not all(isinstance(c, str) for c in cfg.forget):
         raise ValueError(f"forget must be a list of concept ids, not {cfg.forget!r}")
 
@@ -399,15 +415,19 @@ def run_unlearning(
     device, dtype = resolve_compute(cfg.device, cfg.dtype)  # ... and before any work on a device that is not there
     if store is not None and (run_id is None or store.get_run(run_id) is None):
         raise ValueError(f"run_unlearning: no run row {run_id!r} in the store; create it first (lifecycle.create_run)")
+    device = distributed.local_device(device)  # several processes on GPUs: one GPU each
     prepare_device(device)
     set_seed(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run_id = run_id or new_run_id()
     run = _prepare_inputs(cfg, store, progress, device, dtype)
-    if store is not None:
+    writes = store is not None and distributed.is_main()  # several processes: rank 0 writes, the others compute
+    if writes:
         store.update_run(run_id, model_hash=run.bundle.model_hash, config_hash=cfg.hash())
     before = _probe_before(cfg, run, progress)
     unlearned = _unlearn(cfg, run, before, progress, should_cancel)
+    if not distributed.is_main():  # the other ranks' part ends with the method: rank 0 probes, attacks, writes
+        return {"run_id": run_id, "method": cfg.method, "info": unlearned.info}
     after = _probe_after(run, before, unlearned, progress)
     summary = _run_summary(run, before, after, unlearned, t0)
     summary.update(_attack(cfg, run, before, after, unlearned, progress))  # after the run's own time
@@ -422,7 +442,7 @@ def run_unlearning(
         "model_hash": run.bundle.model_hash,
         "config_hash": cfg.hash(),
     }
-    if store is not None:
+    if writes:
         _write_results(store, run_id, cfg, run, (before, after), summary, result)
         receipt = _record_model(store, run_id, cfg, run, unlearned, summary)
         result.update(receipt_sha256=receipt_sha256(receipt), unlearned_root=receipt["unlearned"]["root"])
@@ -447,7 +467,8 @@ def _prepare_inputs(
     if not split.forget:
         raise ValueError(f"the selection {forget} matches no trained-on items in {cfg.dataset}")
     progress("load", 0.0, f"forget {len(split.forget)}, retain {len(split.retain)}, holdout {len(split.holdout)}")
-    bundle = _start_model(cfg, store, items, progress, device, dtype)
+    with distributed.main_first():  # rank 0 builds / caches the model, the others load it
+        bundle = _start_model(cfg, store, items, progress, device, dtype)
     model, tok = bundle.model.to(device=device, dtype=dtype), bundle.tokenizer
     progress("load", 0.0, f"model {bundle.name} on {device_label(device)}, {cfg.dtype}")
     return _RunInputs(hierarchy, forget, split, bundle, model, tok, probe_max_len(bundle), device, dtype)
@@ -487,6 +508,7 @@ def _unlearn(
     # Kept on the CPU: on a GPU a second full copy of the weights would cost device memory.
     state_before = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
     method = get_method(cfg.method)
+    settings, efficiency_info = _efficiency(cfg, run, method.defaults)
     ctx = UnlearnContext(
         model=run.model,
         ref_model=ref,
@@ -494,7 +516,7 @@ def _unlearn(
         forget=run.split.forget,
         retain=run.split.retain,
         calibration=before.calibration,
-        settings=dict(cfg.settings),
+        settings=settings,
         seed=cfg.seed,
         max_len=run.max_len,
         hierarchy=run.hierarchy,
@@ -505,10 +527,32 @@ def _unlearn(
     )
     progress("unlearn", 0.0, f"method {cfg.method}")
     t_unlearn = time.time()
-    info = method.run(ctx)
+    try:
+        with efficiency.autocast(run.device, cfg.autocast):
+            info = method.run(ctx)
+    finally:
+        if efficiency_info["gradient_checkpointing"]:
+            efficiency.disable_checkpointing(run.model)
+    info.update(efficiency_info)
     info["device"] = device_label(run.device)
     info["dtype"] = str(run.dtype).replace("torch.", "")
     return _Unlearned(info, time.time() - t_unlearn, state_before)
+
+
+def _efficiency(cfg: RunConfig, run: _RunInputs, defaults: dict) -> tuple[dict, dict]:
+    """The method's settings with the batch sizes the user left open fitted to the GPU's free
+    memory (efficiency.py; unchanged on the CPU), gradient checkpointing switched on when asked,
+    and what the run info records of both and of autocast."""
+    ckpt = cfg.gradient_checkpointing and efficiency.enable_checkpointing(run.model)
+    free = efficiency.free_memory(run.device)
+    per_item = efficiency.bytes_per_item(run.model.config, run.max_len, run.dtype, ckpt) if free is not None else 0
+    settings, chosen = efficiency.batch_settings(dict(cfg.settings), defaults, free, per_item)
+    info = {
+        "autocast": efficiency.autocast_label(run.device, cfg.autocast),
+        "gradient_checkpointing": ckpt,
+        "batch_from_memory": chosen or None,
+    }
+    return settings, info
 
 
 def _probe_after(run: _RunInputs, before: _ProbeBefore, unlearned: _Unlearned, progress: ProgressFn) -> _ProbeAfter:

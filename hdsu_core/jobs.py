@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from hdsu_core import paths
+from hdsu_core import distributed, paths
 from hdsu_core.compute import ModelError
 from hdsu_core.datasets import DatasetError
 from hdsu_core.engine import RunConfig
@@ -27,7 +27,8 @@ from hdsu_core.lifecycle import create_run, execute_run
 from hdsu_core.liveness import log_path, pid_alive, this_host
 from hdsu_core.liveness import reap as reap_runs
 from hdsu_core.methods.base import Cancelled
-from hdsu_core.progress import ProgressFn, stderr_progress
+from hdsu_core.progress import ProgressFn, no_progress, stderr_progress
+from hdsu_core.ranks import launch_ranks, rank_main
 from hdsu_core.security.roles import require
 from hdsu_core.store import ACTIVE_STATUSES, RunStatus, Store
 
@@ -127,12 +128,21 @@ def worker_main(run_id: str, db: str | None) -> int:
     if run["status"] not in ACTIVE_STATUSES:
         print(f"run {run_id} is {run['status']}; nothing to do", file=sys.stderr)
         return 0
+    processes = int(run["config"].get("processes") or 1)
+    if processes > 1 and not distributed.launched():  # this process launches the ranks and waits
+        try:
+            return 0 if launch_ranks(store, run_id, processes, cancel_flag(run_id)) == 0 else 1
+        finally:
+            cancel_flag(run_id).unlink(missing_ok=True)
     should_cancel = _cancel_requests(run_id)
-    store.update_run(run_id, pid=os.getpid())
+    if distributed.env_rank() == 0:  # the process that executes the lifecycle (the only one without torchrun)
+        store.update_run(run_id, pid=os.getpid())
+    progress = _recorded_progress(store, run_id) if distributed.env_rank() == 0 else no_progress
     try:
-        execute_run(
-            store, run_id, progress=_recorded_progress(store, run_id), should_cancel=should_cancel, executor="worker"
-        )
+        if distributed.launched():
+            rank_main(store, run_id, should_cancel, progress)
+        else:
+            execute_run(store, run_id, progress=progress, should_cancel=should_cancel, executor="worker")
         return 0
     except Cancelled:
         return 0
@@ -140,10 +150,8 @@ def worker_main(run_id: str, db: str | None) -> int:
         traceback.print_exc()
         return 1
     finally:
-        try:
-            cancel_flag(run_id).unlink()
-        except FileNotFoundError:
-            pass
+        if not distributed.launched():  # the launcher (or the one process) removes the flag
+            cancel_flag(run_id).unlink(missing_ok=True)
 
 
 def _cancel_requests(run_id: str) -> Callable[[], bool]:

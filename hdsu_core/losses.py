@@ -184,7 +184,9 @@ def kl_to_ref(logq: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     return (logq.exp() * (logq - logp)).sum(-1)
 
 
-def retain_hold_with_kl(model, ref_model, ids, att, labels, kl_weight: float) -> torch.Tensor:
+def retain_hold_with_kl(
+    model, ref_model, ids, att, labels, kl_weight: float, totals: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Mean per-item answer NLL of retain items plus ``kl_weight`` x the mean KL(p_ref || p_theta)
     of the next-token distribution at their answer positions. The NLL only holds the correct
     token; the KL also holds what the original model did *not* predict there, e.g. a forget
@@ -193,4 +195,8 @@ def retain_hold_with_kl(model, ref_model, ids, att, labels, kl_weight: float) ->
     logp = torch.log_softmax(answer_logits(model, ids, att, mask), -1)
     with torch.no_grad():
         logq = torch.log_softmax(answer_logits(ref_model, ids, att, mask), -1)
-    return answer_nll_from_logp(logp, ids, mask).mean() + kl_weight * kl_to_ref(logq, logp).mean()
+    nll, kl = answer_nll_from_logp(logp, ids, mask), kl_to_ref(logq, logp)
+    if totals is None:
+        return nll.mean() + kl_weight * kl.mean()
+    # A share of a larger batch (distributed.py): sums over these rows / (items, answer positions) of it.
+    return nll.sum() / max(totals[0], 1) + kl_weight * kl.sum() / max(totals[1], 1)

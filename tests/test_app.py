@@ -401,6 +401,18 @@ def test_unlearn_device_choice(home):
     assert not at.exception and at.session_state["device"] == "cpu"
 
 
+def test_unlearn_processes_and_checkpointing_choice(home):
+    """The Unlearn page offers data-parallel processes (1 by default; a two-process launch and
+    its cancel are tested through jobs.launch in test_distributed.py) and gradient checkpointing."""
+    at = app("unlearn", {"forget_selection": ["anxiety"]})
+    ni = at.number_input(key="processes")
+    assert ni.value == 1 and ni.min == 1
+    ni.set_value(2).run()
+    at.checkbox(key="gradient_checkpointing").check().run()
+    assert not at.exception
+    assert at.session_state["processes"] == 2 and at.session_state["gradient_checkpointing"] is True
+
+
 def test_unlearn_empty_selection_disables_launch(home):
     at = app("unlearn", {"forget_selection": []})
     assert at.button(key="launch").disabled

@@ -212,6 +212,11 @@ def test_bench_prints_the_ratios_of_the_same_run(toy, tmp_path, monkeypatch, cap
     h, g = rows["hdsu"], rows["grad_diff"]
     assert float(m[1]) == pytest.approx(h["unlearn_seconds"] / g["unlearn_seconds"], abs=0.006)
     assert float(m[2]) == pytest.approx(h["step_seconds"] / g["step_seconds"], abs=0.006)
+    for method, r in rows.items():  # the step-time lines of `bench --device cuda`, printed on the CPU too
+        t = re.search(rf"^{method}: one step (\d+\.\d) ms, (\d+) tokens/step, ([\d,]+) tokens/s \(cpu", out, re.M)
+        assert t, out
+        assert float(t[1]) == pytest.approx(r["step_seconds"] * 1000, abs=0.06)
+        assert int(t[3].replace(",", "")) == pytest.approx(int(t[2]) / r["step_seconds"], rel=0.01)
 
 
 @pytest.mark.parametrize("method", NEW)

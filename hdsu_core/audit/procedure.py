@@ -68,4 +68,24 @@ def procedure_rows(info: Mapping[str, Any]) -> list[dict]:
         rows.append({"label": "Device", "value": str(info["device"])})
     if info.get("dtype"):
         rows.append({"label": "Weight precision", "value": str(info["dtype"])})
+    rows += _compute_rows(info)
+    return rows
+
+
+def _compute_rows(info: Mapping[str, Any]) -> list[dict]:
+    """How the run computed, where it differs from one plain process: data-parallel processes
+    (torchrun, the same result as one), bfloat16 autocast, gradient checkpointing, batch sizes
+    fitted to the GPU's free memory; and the mask's hash (the very weights it could change)."""
+    rows = []
+    if (info.get("processes") or 1) > 1:
+        rows.append({"label": "Processes", "value": f"{info['processes']} (data-parallel, torchrun)"})
+    if info.get("autocast"):
+        rows.append({"label": "Autocast", "value": str(info["autocast"])})
+    if info.get("gradient_checkpointing"):
+        rows.append({"label": "Gradient checkpointing", "value": "on"})
+    if info.get("batch_from_memory"):
+        sizes = ", ".join(f"{k} {v}" for k, v in sorted(info["batch_from_memory"].items()))
+        rows.append({"label": "Batch sizes from free GPU memory", "value": sizes})
+    if info.get("mask_sha256"):
+        rows.append({"label": "Mask sha256", "value": str(info["mask_sha256"])})
     return rows

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from hdsu_core import distributed
 from hdsu_core.compute import model_device
 from hdsu_core.datasets import QAItem
 from hdsu_core.encoding import Encoded, collate, encode_qa
@@ -52,6 +53,7 @@ class UnlearnContext:
     tags: dict = field(default_factory=dict)  # item id -> Tag
     progress: Callable[[str, float, str], None] = lambda p, f, m: None
     should_cancel: Callable[[], bool] = lambda: False
+    tokens_seen: int = 0  # tokens of the update steps' training batches (for tokens/s)
 
     def __post_init__(self):
         self.rng = random.Random(self.seed)
@@ -173,7 +175,9 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict, masks: dict[str, torc
     """Adam until the stop rule fires (shared by the baselines): over all parameters, or with
     ``masks`` ({param name: bool mask}) over the masked tensors only, their gradient zeroed
     outside the mask before clipping. Adam (no weight decay) turns a gradient that is always 0
-    into a step of exactly 0, so only masked weights change."""
+    into a step of exactly 0, so only masked weights change. Over several processes (distributed.py)
+    the gradients are summed after each backward pass: ``loss_fn`` must return this process's
+    share of the batch's loss (``share_of_batch``)."""
     torch.manual_seed(ctx.seed)
     named = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
     # Unmasked tensors take no gradient during the loop (cheaper backward passes), as in HDSU.
@@ -190,6 +194,7 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict, masks: dict[str, torc
             loss = loss_fn()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.all_sum_grads_(params)  # several processes: each loss is its share of the batch mean
             if masks is not None:
                 for n, p in named:
                     if p.grad is not None:
@@ -208,6 +213,8 @@ def full_param_loop(ctx: UnlearnContext, loss_fn, s: dict, masks: dict[str, torc
         "target_loss": ctx.target_loss,
         "calibration_auc": stop.last_auc,
         "step_seconds": step_seconds(loop_seconds, stop.check_seconds, step),
+        "step_tokens": ctx.tokens_seen / step if step else None,
+        "processes": distributed.world(),
     }
 
 
@@ -221,15 +228,28 @@ def forget_retain_objective(ctx: UnlearnContext, s: dict, forget_term, retain_we
     ``forget_batch`` items plus ``retain_weight`` x the mean answer NLL of a retain batch."""
 
     def loss():
-        ids, att, labels = ctx.batch(ctx.rng.sample(ctx.forget_enc, min(s["forget_batch"], len(ctx.forget_enc))))
-        out = forget_term(ids, att, labels)
+        fb = ctx.rng.sample(ctx.forget_enc, min(s["forget_batch"], len(ctx.forget_enc)))
         rb = ctx.retain_batch(s["retain_batch"])
+        ctx.tokens_seen += sum(len(e.ids) for e in fb + rb)
+        out = share_of_batch(ctx, fb, forget_term)
         if rb:
-            ids, att, labels = ctx.batch(rb)
-            out = out + retain_weight * answer_nll(ctx.model, ids, att, labels).mean()
+            out = out + retain_weight * share_of_batch(
+                ctx, rb, lambda i, a, lab: answer_nll(ctx.model, i, a, lab).mean()
+            )
         return out
 
     return loss
+
+
+def share_of_batch(ctx: UnlearnContext, encs: list[Encoded], term) -> torch.Tensor:
+    """``term`` (a mean over the items of a batch) on this process's rows of ``encs``, scaled to
+    its share of the whole batch's mean (distributed.py); the whole batch in one process."""
+    if not distributed.active():
+        return term(*ctx.batch(encs))
+    mine = distributed.shard(encs)
+    if not mine:  # more processes than items: a zero that still has a graph
+        return torch.stack([p.sum() for p in ctx.model.parameters() if p.requires_grad]).sum() * 0.0
+    return term(*ctx.batch(mine)) * (len(mine) / len(encs))
 
 
 BASELINE_DEFAULTS = {

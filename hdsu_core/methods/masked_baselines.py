@@ -9,6 +9,7 @@ import time
 
 from hdsu_core.methods.base import full_param_loop, register
 from hdsu_core.methods.grad_diff import GradDiff, grad_diff_objective
+from hdsu_core.methods.hdsu.method import mask_sha256
 from hdsu_core.methods.hdsu.shared_mask import MASK_DEFAULTS, MASK_KEYS, MASK_SCHEMA, hdsu_mask, trainable
 from hdsu_core.methods.npo import NPO, npo_objective
 
@@ -26,6 +27,7 @@ def masked_run(ctx, s: dict, objective) -> dict:
         "mask_size": k,
         "mask_fraction": k / total,
         "mask_by_param": {n: int(m.sum()) for n, m in masks.items()},
+        "mask_sha256": mask_sha256(masks),
         "mask_seconds": round(mask_seconds, 2),
     }
 

@@ -14,6 +14,7 @@ import re
 
 import torch
 
+from hdsu_core import distributed
 from hdsu_core.encoding import collate
 from hdsu_core.losses import answer_nll
 
@@ -40,19 +41,25 @@ def select_mask(ctx, model, params, push_loss, s: dict) -> tuple[dict, int, int]
 
 def retain_fisher_denominator(ctx, model, params, s: dict) -> dict[str, torch.Tensor]:
     """F_retain + delta per tensor, from a seeded sample of retain items in micro-batches.
-    Fisher sums in float32 whatever the weights' precision (bfloat16 would round them away)."""
+    Fisher sums in float32 whatever the weights' precision (bfloat16 would round them away).
+    Over several processes each takes every n-th micro-batch whole (a square of a micro-batch
+    gradient cannot be split by rows) and the sums are added."""
     f_retain = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
     sample = ctx.rng.sample(ctx.retain_enc, min(s["fisher_retain_items"], len(ctx.retain_enc)))
     nb, rfb = 0, s["fisher_retain_batch"]
-    for b in range(0, len(sample), rfb):
+    for i, b in enumerate(range(0, len(sample), rfb)):
+        nb += 1
+        if not distributed.mine(i):
+            continue
         model.zero_grad(set_to_none=True)
         ids, att, labels = collate(sample[b : b + rfb], ctx.tok.pad_token_id, ctx.device)
         answer_nll(model, ids, att, labels).mean().backward()
         for n, p in params:
             if p.grad is not None:
                 f_retain[n] += p.grad.detach().float() ** 2
-        nb += 1
+    model.zero_grad(set_to_none=True)
     for n in f_retain:
+        distributed.all_sum_(f_retain[n])
         f_retain[n] /= max(nb, 1)
     mean_r = torch.cat([f.flatten() for f in f_retain.values()]).mean()
     return {n: f_retain[n] + s["damping"] * mean_r + 1e-20 for n in f_retain}
@@ -60,7 +67,8 @@ def retain_fisher_denominator(ctx, model, params, s: dict) -> dict[str, torch.Te
 
 def forget_scores(ctx, model, params, push_loss, s: dict, denom: dict, eligible: dict, k: int):
     """The pooled importance score of every weight (flat, ineligible tensors 0) and, with
-    ``per_item``, the union of each forget item's own top k/n weights (flat indices)."""
+    ``per_item``, the union of each forget item's own top k/n weights (flat indices). Over
+    several processes each scores every n-th micro-batch; sums and unions are combined."""
     per_item = s["mask_allocation"] == "per_item"
     fisher_rows = list(range(len(ctx.forget_enc)))
     if len(fisher_rows) > s["fisher_forget_items"]:  # a seeded sample, not a (possibly sorted) prefix
@@ -70,7 +78,10 @@ def forget_scores(ctx, model, params, push_loss, s: dict, denom: dict, eligible:
     f_forget = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
     chosen: set[int] = set()
     nb = 0
-    for b in range(0, len(fisher_rows), fb):
+    for i, b in enumerate(range(0, len(fisher_rows), fb)):
+        nb += 1
+        if not distributed.mine(i):
+            continue
         model.zero_grad(set_to_none=True)
         push_loss(torch.tensor(fisher_rows[b : b + fb], device=ctx.device)).backward()
         item_scores = []
@@ -81,8 +92,10 @@ def forget_scores(ctx, model, params, push_loss, s: dict, denom: dict, eligible:
                 item_scores.append(_masked_flat(g2 / denom[n], eligible[n], p))
         if per_item:
             chosen.update(torch.topk(torch.cat(item_scores), k_item).indices.tolist())
-        nb += 1
     model.zero_grad(set_to_none=True)
+    for n in f_forget:
+        distributed.all_sum_(f_forget[n])
+    chosen = distributed.union(chosen)
     scores = torch.cat([_masked_flat(f_forget[n] / max(nb, 1) / denom[n], eligible[n], p) for n, p in params])
     return scores, chosen
 

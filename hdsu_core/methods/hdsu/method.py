@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import torch
 
+from hdsu_core import distributed
 from hdsu_core.losses import token_logprobs
 from hdsu_core.methods.base import StopRule, UnlearnContext, register, step_seconds
 from hdsu_core.methods.hdsu.geometry import MaskedWeights
@@ -95,4 +97,17 @@ def run_info(st: HDSUState, params: list, t0: float) -> dict:
         **st.info,
         "token_roles": st.forget.role_counts,
         "method_seconds": round(time.time() - t0, 2),
+        "mask_sha256": mask_sha256({n: m for n, _, m in st.weights.masked}),
+        "step_tokens": st.tokens_seen / st.step if st.step else None,
+        "processes": distributed.world(),
     }
+
+
+def mask_sha256(masks: dict[str, torch.Tensor]) -> str:
+    """sha256 over (tensor name, flat indices of its masked weights) in name order: two runs with
+    the same hash changed the very same weights (e.g. one process and several, distributed.py)."""
+    h = hashlib.sha256()
+    for n in sorted(masks):
+        m = masks[n]
+        h.update(n.encode() + b"\0" + m.flatten().nonzero().flatten().cpu().numpy().astype("<i8").tobytes())
+    return h.hexdigest()

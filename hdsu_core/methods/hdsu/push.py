@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from hdsu_core import distributed
 from hdsu_core.encoding import collate
 from hdsu_core.losses import answer_nll, kl_to_ref, next_token_logp, pick_token_logprobs, retain_hold_with_kl, token_npo
 from hdsu_core.methods.hdsu.geometry import conflict_stats, damped_step_norm, update_direction
@@ -60,28 +61,56 @@ def forget_rows(st: HDSUState) -> torch.Tensor:
 
 def step_grads(st: HDSUState) -> tuple[torch.Tensor, torch.Tensor]:
     """(g_f, g_r) on the masked weights: the gradient of the token-level NPO push on a forget
-    minibatch, and of the hold (KL to the original on its preserve tokens + the retain answer NLL)."""
-    ctx, s, fb = st.ctx, st.s, st.forget
+    minibatch, and of the hold (KL to the original on its preserve tokens + the retain answer NLL).
+    Over several processes (distributed.py) every rank draws the same minibatches, takes its rows
+    of them and divides by the normalisers of the whole batch; the flat gradients are summed."""
+    ctx, fb = st.ctx, st.forget
     rows = forget_rows(st)
     width = int(fb.att[rows].sum(1).max())  # drop all-padding columns of this minibatch
+    w_item_all = fb.push_w[:, 1:][rows, : width - 1]
+    w_hold_all = fb.hold_w[:, 1:][rows, : width - 1]
+    mine = distributed.shard(rows)
+    g_f = torch.zeros(sum(int(m.sum()) for _, _, m in st.weights.masked), device=ctx.device)
+    g_r = torch.zeros_like(g_f)
+    if len(mine):
+        g_f, g_r = _local_grads(st, mine, width, w_item_all, w_hold_all)
+    st.tokens_seen += int(fb.att[rows].sum()) + sum(len(e.ids) for e in st.at_risk.last_batch)
+    return distributed.all_sum_(g_f), distributed.all_sum_(g_r)
+
+
+def _local_grads(st: HDSUState, rows, width: int, w_item_all, w_hold_all) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's share of (g_f, g_r): its forget ``rows`` and its share of the hold batch,
+    normalised by the whole batch's token weights (``w_item_all``, ``w_hold_all``) and sizes."""
+    ctx, s, fb = st.ctx, st.s, st.forget
     ids, att = fb.ids[rows, :width], fb.att[rows, :width]
     w_item = fb.push_w[:, 1:][rows, : width - 1]
     w_hold = fb.hold_w[:, 1:][rows, : width - 1]
     logp = next_token_logp(st.model, ids, att)
     lp = pick_token_logprobs(logp, ids)
-    push = token_npo(lp, st.lp_ref[rows, : width - 1], w_item * st.focus[rows].unsqueeze(1), w_item, s["beta"])
+    push = token_npo(lp, st.lp_ref[rows, : width - 1], w_item * st.focus[rows].unsqueeze(1), w_item_all, s["beta"])
     hold = torch.zeros((), device=ctx.device)
-    if st.need_kl and float(w_hold.sum()) > 0:
+    if st.need_kl and float(w_hold_all.sum()) > 0:
         with torch.no_grad():
             logq = next_token_logp(ctx.ref_model, ids, att)
-        hold = hold + s["kl_weight"] * (kl_to_ref(logq, logp) * w_hold).sum() / w_hold.sum().clamp_min(1.0)
-    rb = st.at_risk.hold_batch()
+        hold = hold + s["kl_weight"] * (kl_to_ref(logq, logp) * w_hold).sum() / w_hold_all.sum().clamp_min(1.0)
+    rb_all = st.at_risk.hold_batch()
+    rb = distributed.shard(rb_all)
     if rb:
         r_ids, r_att, r_labels = collate(rb, ctx.tok.pad_token_id, ctx.device)
         if s["retain_kl_weight"] > 0:
-            hold = hold + retain_hold_with_kl(st.model, ctx.ref_model, r_ids, r_att, r_labels, s["retain_kl_weight"])
+            hold = hold + retain_hold_with_kl(
+                st.model, ctx.ref_model, r_ids, r_att, r_labels, s["retain_kl_weight"], totals=_hold_totals(rb_all)
+            )
         else:
-            hold = hold + answer_nll(st.model, r_ids, r_att, r_labels).mean()
+            hold = hold + distributed.shard_mean(answer_nll(st.model, r_ids, r_att, r_labels), len(rb_all))
     g_f = st.weights.grad(push, retain_graph=True)
     g_r = st.weights.grad(hold) if hold.requires_grad else torch.zeros_like(g_f)
     return g_f, g_r
+
+
+def _hold_totals(rb_all) -> tuple[int, int] | None:
+    """(items, answer positions) of the whole hold batch, the means' denominators over several
+    processes; None in one process (plain means)."""
+    if not distributed.active():
+        return None
+    return len(rb_all), sum(len(e.ids) - e.answer_start for e in rb_all)

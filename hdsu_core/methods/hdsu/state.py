@@ -28,6 +28,7 @@ class AtRiskRetain:
         )
         self.pool_ref = torch.tensor(item_answer_losses(ctx.ref_model, ctx.tok, self.pool)) if self.pool else None
         self.items: list = []
+        self.last_batch: list = []  # the last hold batch drawn (its tokens are counted)
         self.seen_max = 0  # the most at-risk items held at once (reported)
 
     def refresh(self, model) -> None:
@@ -41,8 +42,10 @@ class AtRiskRetain:
     def hold_batch(self) -> list:
         """The retain items of the next hold loss: the at-risk ones plus a random batch."""
         if not self.items:
-            return self.ctx.retain_batch(self.s["retain_batch"])
-        return self.items + self.ctx.retain_batch(max(0, self.s["retain_batch"] - len(self.items)))
+            self.last_batch = self.ctx.retain_batch(self.s["retain_batch"])
+        else:
+            self.last_batch = self.items + self.ctx.retain_batch(max(0, self.s["retain_batch"] - len(self.items)))
+        return self.last_batch
 
 
 @dataclass
@@ -88,6 +91,7 @@ class HDSUState:
     last_side: bool | None = None  # calibration AUC above stop_auc at the last check
     info: dict = field(default_factory=lambda: {"repair_steps": 0})  # what repair / settle report
     push_stats: PushStats = field(default_factory=PushStats)
+    tokens_seen: int = 0  # tokens of the push steps' forward passes (forget + hold batches), for tokens/s
 
     @property
     def model(self) -> torch.nn.Module:
