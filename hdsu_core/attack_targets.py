@@ -28,6 +28,13 @@ ATTACK_TARGETS = {
     "mia_auc_tolerance": 0.05,
 }
 MIA_LABELS = {"minkpp": "Min-K%++", "zlib": "zlib", "ref": "reference model"}
+# what each attack of hdsu_core.attacks does, in the words the Unlearn page offers them with
+ATTACK_LABELS = {
+    "relearn": "relearning (fine-tune on half the forget items)",
+    "quant": "quantization (INT8 and 4-bit weights)",
+    "format": "format shift (shuffled options, other prompts, rewrites)",
+    "mia": "stronger membership attacks (Min-K%++, zlib, reference model)",
+}
 EPS = 1e-9
 
 

@@ -3,6 +3,7 @@ import streamlit as st
 from hdsu_core import dashboard as D
 from hdsu_core import jobs
 from hdsu_core.artifacts.lineage_view import start_candidates
+from hdsu_core.attack_targets import ATTACK_LABELS
 from hdsu_core.compute import available_devices
 from hdsu_core.datasets import DatasetError
 from hdsu_core.engine import MAX_PROCESSES, RunConfig
@@ -171,7 +172,7 @@ with st.expander("Split and compute settings"):
         key="dtype",
         help="bfloat16 halves the memory of a large model; losses and updates stay float32",
     )
-    p1, p2, _p3 = st.columns([1, 1, 2])
+    p1, p2, p3 = st.columns([1, 1, 2])
     p1.number_input(
         "Processes",
         value=1,
@@ -186,6 +187,14 @@ with st.expander("Split and compute settings"):
         "Gradient checkpointing",
         key="gradient_checkpointing",
         help="Recompute activations in the backward pass: less GPU memory for a large model, slower steps",
+    )
+    p3.multiselect(
+        "Is it really gone? attacks after the run",
+        list(ATTACK_LABELS),
+        format_func=ATTACK_LABELS.get,
+        key="attacks",
+        help="Off by default (they cost minutes): the results show on Compare, tab 'Is it really gone?', "
+        "and as verdict rows in the audit report",
     )
 
 # ---- launch ------------------------------------------------------------------------------------------
@@ -229,6 +238,7 @@ if st.button("Launch unlearning run", type="primary", icon="🚀", disabled=bool
         from_run=from_run or None,
         processes=int(ss.get("processes", 1)),
         gradient_checkpointing=bool(ss.get("gradient_checkpointing", False)),
+        attacks=list(ss.get("attacks") or []),
     )
     try:
         rid = jobs.launch(cfg, store=store, author=_ui.actor())

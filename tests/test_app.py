@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from hdsu_core import dashboard as D
 from hdsu_core import jobs, paths
 from hdsu_core import workspace as W
+from hdsu_core.attack_targets import ATTACK_LABELS
 from hdsu_core.compute import available_devices
 from hdsu_core.datasets import load
 from hdsu_core.hierarchy import Hierarchy, HierarchyError, load_default
@@ -413,6 +414,16 @@ def test_unlearn_processes_and_checkpointing_choice(home):
     assert at.session_state["processes"] == 2 and at.session_state["gradient_checkpointing"] is True
 
 
+def test_unlearn_offers_every_attack_off_by_default(home):
+    from hdsu_core.attacks import available as attacks_available
+
+    at = app("unlearn", {"forget_selection": ["anxiety"]})
+    ms = at.multiselect(key="attacks")
+    assert ms.value == [] and ms.options == [ATTACK_LABELS[a] for a in attacks_available()]
+    ms.select("quant").select("relearn").run()
+    assert not at.exception and at.session_state["attacks"] == ["quant", "relearn"]
+
+
 def test_unlearn_empty_selection_disables_launch(home):
     at = app("unlearn", {"forget_selection": []})
     assert at.button(key="launch").disabled
@@ -424,7 +435,7 @@ def test_launch_creates_a_run_then_cancel(home, store):
     real_models = paths.PROJECT_ROOT / "var" / "models"
     if real_models.is_dir():
         (home / "models").symlink_to(real_models, target_is_directory=True)
-    at = app("unlearn", {"forget_selection": ["anxiety"], "actor": "tester"})
+    at = app("unlearn", {"forget_selection": ["anxiety"], "actor": "tester", "attacks": ["quant", "relearn"]})
     t_launch = time.time()
     at.button(key="launch").click().run()
     assert not at.exception
@@ -433,6 +444,7 @@ def test_launch_creates_a_run_then_cancel(home, store):
     assert run is not None and run["status"] in ("queued", "running") and run["author"] == "tester"
     assert run["forget_concepts"] == ["anxiety"] and run["method"] == "hdsu"
     assert run["config"]["device"] == "auto"
+    assert run["config"]["attacks"] == ["quant", "relearn"]  # the worker runs them in the registry's order
     pid = run["pid"]
     # Cancel from the Runs page right away, as a user would (a queued run can be cancelled).
     at = app("runs", {"actor": "tester"})
