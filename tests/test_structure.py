@@ -218,7 +218,9 @@ LAYERS = {
     "demo_model": 8,
     **dict.fromkeys(["methods", "artifacts", "attacks"], 9),
     "engine": 10,
-    **dict.fromkeys(["lifecycle", "jobs", "audit", "bench", "bench_jobs", "workspace", "demo_status", "run_estimate"], 11),
+    **dict.fromkeys(
+        ["lifecycle", "jobs", "audit", "bench", "bench_jobs", "workspace", "demo_status", "run_estimate"], 11
+    ),
     **dict.fromkeys(
         ["cli", "cli_common", "cli_engine", "cli_audit", "cli_models", "cli_runs", "cli_security", "__main__"], 12
     ),
