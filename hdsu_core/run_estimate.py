@@ -66,7 +66,8 @@ def _load(spec: str):
 
 
 def time_one_step(bundle, *, batch: int = TIMED_BATCH, seq_len: int = TIMED_LEN, device: str = "cpu") -> float:
-    """Seconds of one forward + backward of ``batch`` demo questions padded to ``seq_len`` tokens."""
+    """Seconds of one forward + backward of ``batch`` demo questions (each cut at ``seq_len``
+    tokens; the batch is padded to its longest, about 30 tokens)."""
     import torch  # lazy: only when a step is timed
 
     from hdsu_core.datasets import load_spec  # lazy: kept beside the timing

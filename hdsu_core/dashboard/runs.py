@@ -247,6 +247,7 @@ def quick_estimate_text(estimate: Mapping[str, Any]) -> str:
     """The quick-timing estimate (``run_estimate.quick_estimate``) in one line for the launch form."""
     return (
         f"about {fmt.duration(estimate['seconds'])} (estimate from a timed step: one forward + backward of "
-        f"{estimate['timed_batch']} x {estimate['seq_len']} tokens took {estimate['step_seconds']:.2f} s on "
+        f"{estimate['timed_batch']} demo questions (up to {estimate['seq_len']} tokens) took "
+        f"{estimate['step_seconds']:.2f} s on "
         f"{estimate['device']}, scaled to {estimate['steps']} steps and the probes before and after)"
     )
