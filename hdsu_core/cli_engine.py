@@ -97,6 +97,8 @@ def cmd_run(a) -> int:
         settings=_settings(a.set),
         limit=a.limit,
         inject=a.inject,
+        recipe=_settings(a.inject_set),
+        holdout_fraction=a.holdout_fraction,
         device=a.device,
         dtype=a.dtype,
         from_run=a.from_run,
@@ -265,7 +267,12 @@ def register(sub) -> None:
 
 def _add_run(sub) -> None:
     x = sub.add_parser("run", help="one unlearning run")
-    x.add_argument("--model", default="demo", help="demo (embedded) or a local HF model directory / .gguf file")
+    x.add_argument(
+        "--model",
+        default="demo",
+        help="demo (embedded), smollm2-135m (pretrained; requirements-nodeps.txt), "
+        "or a local HF model directory / .gguf file",
+    )
     x.add_argument("--method", default="hdsu", help="hdsu, grad_ascent, grad_diff or npo (default hdsu)")
     x.add_argument("--forget", default="", help="concept ids, comma-separated (default per dataset)")
     x.add_argument("--dataset", default="demo", help="demo or KIND:PATH")
@@ -274,6 +281,15 @@ def _add_run(sub) -> None:
     x.add_argument("--seed", type=int, default=0, help="seed of the split and the method (default 0)")
     x.add_argument("--limit", type=int, help="use a deterministic sample of N items")
     x.add_argument("--inject", action="store_true", help="fine-tune --model on the dataset first")
+    x.add_argument(
+        "--inject-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="knowledge-injection recipe override (repeatable), e.g. batch=4, max_epochs=1, max_len=48",
+    )
+    x.add_argument(
+        "--holdout-fraction", type=float, default=0.2, help="share of the items never trained on (default 0.2)"
+    )
     x.add_argument(
         "--device", default="auto", help="auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
     )
@@ -334,7 +350,7 @@ def _add_bench(sub) -> None:
     x.add_argument(
         "--model",
         default="demo",
-        help="demo (a tiny model trained on each dataset) or a local HF model directory / .gguf file",
+        help="demo (a tiny model trained on each dataset), smollm2-135m or a local HF model directory / .gguf file",
     )
     x.add_argument(
         "--inject",

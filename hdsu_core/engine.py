@@ -29,6 +29,7 @@ from hdsu_core.probes import generate, perplexity, score_mcq
 from hdsu_core.progress import ProgressFn, no_progress
 from hdsu_core.tagging import Split, is_member, make_split, member_items
 from hdsu_core.training import DEMO_RECIPE, inject_knowledge
+from hdsu_core.weight_hashes import tied_aliases
 
 # Default forget selections for the public benchmarks (issue: MedMCQA Surgery; MHQA Anxiety,
 # Depression, Trauma with OCD retained) and for the demo knowledge base; one entry per dataset kind.
@@ -158,13 +159,19 @@ def prepare_model(
         return inject_knowledge(members, name=f"inject-{kind}", recipe=injection_recipe(cfg), progress=progress)
     if cfg.inject:
         return inject_knowledge(
-            members, name="inject-custom", base=cfg.model, recipe=FINETUNE_RECIPE, progress=progress, device=device
+            members, name="inject-custom", base=cfg.model, recipe=finetune_recipe(cfg), progress=progress, device=device
         )
     return load_model(cfg.model, dtype=dtype)
 
 
 # Knowledge injection into a given (pre-trained) model: a short, gentle fine-tune.
 FINETUNE_RECIPE = {**INJECT_RECIPE, "lr": 5e-5, "max_epochs": 10}
+
+
+def finetune_recipe(cfg: RunConfig) -> dict:
+    """The fine-tune of a given model, with the run's recipe overrides (a small batch and one epoch
+    make a CPU test of a pretrained model take seconds)."""
+    return {**FINETUNE_RECIPE, **(cfg.recipe or {})}
 
 
 def injection_recipe(cfg: RunConfig) -> dict:
@@ -309,6 +316,10 @@ def check_run_options(cfg: RunConfig) -> None:
             raise ValueError(
                 f"processes={cfg.processes} refused: one GPU per process, torch sees {torch.cuda.device_count()}"
             )
+    unknown = sorted(set(cfg.recipe or {}) - set(INJECT_RECIPE) - set(DEMO_RECIPE))
+    if unknown:
+        known = ", ".join(sorted(INJECT_RECIPE))
+        raise ValueError(f"unknown injection recipe key(s) {', '.join(unknown)}; known: {known}")
     if not isinstance(cfg.forget, list) or not all(isinstance(c, str) for c in cfg.forget):
         raise ValueError(f"forget must be a list of concept ids, not {cfg.forget!r}")
 
@@ -561,7 +572,8 @@ def _probe_after(run: _RunInputs, before: _ProbeBefore, unlearned: _Unlearned, p
     scores = probe_all(run.model, run.tok, run.split, run.max_len)
     ppl = perplexity(run.model, run.tok, before.neutral, max_len=run.max_len)
     generations = generate(run.model, run.tok, [it.question for it in before.gen_items])
-    changed, total = M.changed_fraction(unlearned.state_before, run.model.state_dict())
+    live = run.model.state_dict()
+    changed, total = M.changed_fraction(unlearned.state_before, live, skip=tied_aliases(live))
     return _ProbeAfter(scores, ppl, generations, changed, total)
 
 
@@ -734,7 +746,12 @@ def retrain_model(cfg: RunConfig, split: Split, progress: ProgressFn, device) ->
         )
     # The given base model, fine-tuned like the original but on the retained members only.
     return inject_knowledge(
-        split.retain, name="retrain-custom", base=cfg.model, recipe=FINETUNE_RECIPE, progress=progress, device=device
+        split.retain,
+        name="retrain-custom",
+        base=cfg.model,
+        recipe=finetune_recipe(cfg),
+        progress=progress,
+        device=device,
     )
 
 

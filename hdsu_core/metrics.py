@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -83,10 +83,15 @@ def forgetting_rate(forget_acc_after: float) -> float:
     return 1.0 - forget_acc_after
 
 
-def changed_fraction(before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]) -> tuple[int, int]:
-    """(changed, total) weights counted from the actual element-wise diff of two state dicts."""
+def changed_fraction(
+    before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor], skip: Collection[str] = ()
+) -> tuple[int, int]:
+    """(changed, total) weights counted from the actual element-wise diff of two state dicts;
+    ``skip``: second names of tied tensors (``weight_hashes.tied_aliases``), counted once."""
     changed = total = 0
     for name, a in before.items():
+        if name in skip:
+            continue
         b = after[name].to(a.device)  # the snapshot may live on the CPU, the model on a GPU
         if not torch.is_floating_point(a):
             continue

@@ -7,7 +7,9 @@ No code path here downloads from the hub: every ``from_pretrained`` call passes
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 
 from hdsu_core.compute import ModelError
+from hdsu_core.model_zoo import NAMED_MODELS, resolve_model_spec
 from hdsu_core.weight_hashes import hash_state
 
 
@@ -73,7 +76,11 @@ def save_model(model, tok, out: Path, meta: dict) -> None:
 
 
 def _not_found(path: Path) -> ModelError:
-    return ModelError(f"model not found: {path} (give 'demo', a local Hugging Face model directory, or a .gguf file)")
+    names = ", ".join(NAMED_MODELS)
+    return ModelError(
+        f"model not found: {path} (give 'demo', a named model ({names}), "
+        "a local Hugging Face model directory, or a .gguf file)"
+    )
 
 
 def check_model_files(spec: str | Path) -> None:
@@ -81,8 +88,8 @@ def check_model_files(spec: str | Path) -> None:
     row exists): the path exists; a file is a GGUF whose header and tensor table parse and lie
     within the file; a directory has a readable config.json, weights whose safetensors headers
     parse and cover their files, and a tokenizer whose vocabulary fits the model's embedding.
-    Raises ``ModelError`` with one line."""
-    path = Path(spec).expanduser()
+    Raises ``ModelError`` with one line. A named model (``model_zoo``) is checked as its file."""
+    path = Path(resolve_model_spec(spec)).expanduser()
     if not path.exists():
         raise _not_found(path)
     if path.is_file():
@@ -153,11 +160,11 @@ def _mismatch(path: Path, n_tokens: int, rows: int) -> str:
 
 def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32) -> ModelBundle:
     """A local Hugging Face directory or a .gguf file (the embedded demo model is built and loaded
-    by ``demo_model.build_demo_model``)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: heavy import, only to load
+    by ``demo_model.build_demo_model``), or a named model such as ``smollm2-135m`` (its file)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig  # lazy: heavy import, only to load
 
     quiet_transformers()
-    path = Path(spec).expanduser()
+    path = Path(resolve_model_spec(spec)).expanduser()
     if not path.exists():
         raise _not_found(path)
     try:
@@ -165,9 +172,16 @@ def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32) -> Model
             if path.suffix.lower() != ".gguf":
                 raise ModelError(f"{path}: a model file must be .gguf (or pass a model directory)")
             tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(
-                path.parent, gguf_file=path.name, local_files_only=True, dtype=dtype
-            )
+            # the GGUF converter draws a plain tqdm bar that transformers' progress-bar switch does not reach
+            with contextlib.redirect_stderr(io.StringIO()):
+                model = AutoModelForCausalLM.from_pretrained(
+                    path.parent,
+                    gguf_file=path.name,
+                    local_files_only=True,
+                    dtype=dtype,
+                    quantization_config=GgufConfig(dequantize=True),
+                )
+            _drop_gguf_quantizer(model)
         else:
             if not (path / "config.json").exists():
                 raise ModelError(f"{path}: no config.json - not a Hugging Face model directory")
@@ -193,6 +207,17 @@ def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32) -> Model
     if mp.exists():
         meta = json.loads(mp.read_text())
     return ModelBundle(model, tok, meta.get("name", path.name), str(path), weights_hash(model), meta)
+
+
+def _drop_gguf_quantizer(model) -> None:
+    """transformers 5 loads a GGUF through a quantizer; with ``dequantize=True`` every weight is a
+    plain tensor of the asked dtype (never packed GGUF blocks, which could not be trained), but the
+    model may still carry the quantizer, and ``save_pretrained`` refuses a model that does (an
+    injected SmolLM2 could not be cached, an unlearned one not exported). Nothing is quantized
+    any more, so the marker goes."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
 
 
 def clone_model(model):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 
@@ -47,6 +48,20 @@ def hash_state(state: dict[str, torch.Tensor]) -> WeightsHash:
     them, so a model saved and loaded again hashes the same)."""
     tensors = {name: tensor_hash(t) for name, t in state.items()}
     return WeightsHash(root_hash(tensors), tensors)
+
+
+def tied_aliases(state: Mapping[str, torch.Tensor]) -> set[str]:
+    """Names of a live model's state dict that are a second name of an earlier tensor (tied
+    weights: SmolLM2's ``lm_head.weight`` is its ``model.embed_tokens.weight``). They are hashed
+    under every name (as state_dict lists them) but counted and stored in a delta once."""
+    seen: set[tuple] = set()
+    out: set[str] = set()
+    for name, t in state.items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        if key in seen:
+            out.add(name)
+        seen.add(key)
+    return out
 
 
 def first_mismatch(expected: dict[str, str], actual: dict[str, str]) -> str | None:

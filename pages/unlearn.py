@@ -4,13 +4,33 @@ from hdsu_core import dashboard as D
 from hdsu_core import jobs
 from hdsu_core.artifacts.lineage_view import start_candidates
 from hdsu_core.attack_targets import ATTACK_LABELS
-from hdsu_core.compute import available_devices
+from hdsu_core.compute import ModelError, available_devices
 from hdsu_core.datasets import DatasetError
 from hdsu_core.engine import MAX_PROCESSES, RunConfig
 from hdsu_core.hierarchy import HierarchyError
 from hdsu_core.methods import available, get_method
+from hdsu_core.model_zoo import NAMED_MODELS
+from hdsu_core.run_estimate import quick_estimate
 from hdsu_core.tagging import collateral_terms, make_split
 from pages import _ui
+
+
+def _quick_estimate(settings: dict, measure: bool) -> dict | None:
+    """The quick-timing estimate of this run, or its one-line reason when the model cannot be timed."""
+    try:
+        return quick_estimate(
+            model,
+            settings=settings,
+            n_forget=len(split.forget),
+            n_retain=len(split.retain),
+            n_holdout=len(split.holdout),
+            device=ss.get("device", "auto"),
+            measure=measure,
+        )
+    except (ModelError, ValueError, OSError) as e:
+        st.caption(f"Quick timing unavailable: {e}")
+        return None
+
 
 _ui.header(
     "Unlearn",
@@ -44,18 +64,29 @@ with c1:
         spec = choices[ds_label]
 with c2:
     st.subheader("Model")
+    model_labels = {
+        "demo": "Embedded demo model",
+        **{name: m.label for name, m in NAMED_MODELS.items()},
+        "local": "Local model path",
+    }
     model_choice = st.radio(
         "Model",
-        ["demo", "local"],
+        list(model_labels),
         horizontal=True,
         key="model_choice",
-        format_func={"demo": "Embedded demo model", "local": "Local model path"}.get,
+        format_func=model_labels.get,
     )
     model = "demo"
     inject = False
     if model_choice == "local":
         model = st.text_input("Hugging Face directory or .gguf file", key="model_path").strip()
         inject = st.checkbox("Fine-tune it on the dataset members first (knowledge injection)", key="inject")
+    elif model_choice != "demo":
+        model = model_choice
+        st.caption(model_labels[model_choice] + ". On a CPU each training step takes tens of seconds: use few items.")
+        inject = st.checkbox(
+            "Fine-tune it on the dataset members first (knowledge injection)", value=True, key="inject_named"
+        )
     elif spec != "demo":
         st.caption(
             "On a real dataset the demo recipe first trains a tiny model on that dataset's members "
@@ -219,7 +250,18 @@ st.caption(
 )
 if spec:
     estimate = D.run_time_estimate(store.list_runs(limit=500), model=model, dataset=spec, method=method)
-    st.caption(f"⏱️ Estimated run time: {D.run_time_estimate_text(estimate)}.")
+    quick = None
+    if estimate is None and split is not None and model:
+        quick = _quick_estimate({**defaults, **settings}, measure=False)
+    if quick:
+        st.caption(f"⏱️ Estimated run time: {D.quick_estimate_text(quick)}.")
+    else:
+        st.caption(f"⏱️ Estimated run time: {D.run_time_estimate_text(estimate)}.")
+    if estimate is None and quick is None and split is not None and model:
+        if st.button("Time one step of this model (quick timing)", icon="⏱️", key="quick_timing"):
+            with st.spinner("Loading the model and timing one forward + backward…"):
+                _quick_estimate({**defaults, **settings}, measure=True)
+            st.rerun()
 if problems:
     st.info("To launch: " + "; ".join(problems) + ".", icon="ℹ️")
 if st.button("Launch unlearning run", type="primary", icon="🚀", disabled=bool(problems), key="launch"):

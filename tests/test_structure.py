@@ -209,7 +209,9 @@ LAYERS = {
         0,
     ),
     **dict.fromkeys(["tagging", "security"], 1),
-    **dict.fromkeys(["compute", "progress", "weight_hashes", "liveness", "interrupts", "distributed", "efficiency"], 2),
+    **dict.fromkeys(
+        ["compute", "progress", "weight_hashes", "liveness", "interrupts", "distributed", "efficiency", "model_zoo"], 2
+    ),
     "encoding": 3,
     "losses": 4,
     "probes": 5,
@@ -218,7 +220,9 @@ LAYERS = {
     "demo_model": 8,
     **dict.fromkeys(["methods", "artifacts", "attacks"], 9),
     "engine": 10,
-    **dict.fromkeys(["lifecycle", "jobs", "ranks", "audit", "bench", "bench_jobs", "workspace", "demo_status"], 11),
+    **dict.fromkeys(
+        ["lifecycle", "jobs", "ranks", "audit", "bench", "bench_jobs", "workspace", "demo_status", "run_estimate"], 11
+    ),
     **dict.fromkeys(
         ["cli", "cli_common", "cli_engine", "cli_audit", "cli_models", "cli_runs", "cli_security", "__main__"], 12
     ),

@@ -22,7 +22,7 @@ from hdsu_core.liveness import pid_alive
 from hdsu_core.models import ModelBundle, load_model
 from hdsu_core.security.keys import sign_document
 from hdsu_core.security.roles import require
-from hdsu_core.weight_hashes import WeightsHash, file_sha256, first_mismatch, hash_state
+from hdsu_core.weight_hashes import WeightsHash, file_sha256, first_mismatch, hash_state, tied_aliases
 
 DELTA_FILE = "delta.safetensors"
 RECEIPT_FILE = "receipt.json"
@@ -183,7 +183,9 @@ def record_run_model(
     """Hash the weights before and after, write the delta (when ``keep_files``) and the receipt,
     and store the receipt row. ``source``: ``{"model": path}`` or ``{"run": parent_run_id}``;
     ``receipt_fields``: the rest of ``receipt.build_receipt``'s arguments."""
-    after = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    live = model.state_dict()
+    aliases = tied_aliases(live)  # a tied tensor is stored in the delta under its first name only
+    after = {k: v.detach().to("cpu") for k, v in live.items()}
     original, unlearned = hash_state(state_before), hash_state(after)
     run = store.get_run(run_id)
 
@@ -195,7 +197,7 @@ def record_run_model(
 
     files_dir, files_bytes = None, None
     if keep_files:
-        delta = compute_delta(state_before, after)
+        delta = compute_delta(*({k: v for k, v in s.items() if k not in aliases} for s in (state_before, after)))
         meta = {"run_id": run_id, "original_root": original.root, "unlearned_root": unlearned.root}
         receipt, final, files_bytes = write_run_files(run_id, delta, meta, receipt_for)
         files_dir = str(final)

@@ -241,3 +241,13 @@ def run_time_estimate_text(estimate: Mapping[str, Any] | None) -> str:
     basis = f"median of {n} finished {which}" if n > 1 else f"from 1 finished {which}"
     anyway = "" if estimate["method"] else ", any method"
     return f"about {fmt.duration(estimate['seconds'])} ({basis}{anyway} of this model on this dataset)"
+
+
+def quick_estimate_text(estimate: Mapping[str, Any]) -> str:
+    """The quick-timing estimate (``run_estimate.quick_estimate``) in one line for the launch form."""
+    return (
+        f"about {fmt.duration(estimate['seconds'])} (estimate from a timed step: one forward + backward of "
+        f"{estimate['timed_batch']} demo questions (up to {estimate['seq_len']} tokens) took "
+        f"{estimate['step_seconds']:.2f} s on "
+        f"{estimate['device']}, scaled to {estimate['steps']} steps and the probes before and after)"
+    )
