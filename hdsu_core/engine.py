@@ -393,6 +393,7 @@ class _ProbeBefore:
     ppl: float
     gen_items: list[QAItem]  # the questions answered freely, before and after
     generations: list[str]
+    gen_parts: list[str]  # "forget" or "retain", one per entry of gen_items
 
 
 @dataclass
@@ -503,10 +504,14 @@ def _probe_before(cfg: RunConfig, run: _RunInputs, progress: ProgressFn) -> _Pro
     calib, evaluation = calibration_split(run.split.holdout, cfg.seed, holdout_losses(scores))
     neutral = [f"{it.question} {it.answer_text}" for it in run.split.holdout_retain[:64]]
     ppl = perplexity(run.model, run.tok, neutral, max_len=run.max_len)
-    half = max(1, cfg.n_generations // 2)
-    gen_items = run.split.forget[:half] + run.split.retain[:half]
+    # n_generations prompts in all: the odd one goes to the forget side.
+    forget_gen = run.split.forget[: (cfg.n_generations + 1) // 2]
+    retain_gen = run.split.retain[: cfg.n_generations // 2]
+    gen_items = forget_gen + retain_gen
+    gen_parts = ["forget"] * len(forget_gen) + ["retain"] * len(retain_gen)
     generations = generate(run.model, run.tok, [it.question for it in gen_items])
-    return _ProbeBefore(scores, calib, {it.id for it in evaluation}, neutral, ppl, gen_items, generations)
+    evaluated = {it.id for it in evaluation}
+    return _ProbeBefore(scores, calib, evaluated, neutral, ppl, gen_items, generations, gen_parts)
 
 
 def _unlearn(
@@ -644,11 +649,7 @@ def _write_results(
     store.write_probe_results(run_id, "before", _rows(before.scores, run.split))
     store.write_probe_results(run_id, "after", _rows(after.scores, run.split))
     store.write_metrics(run_id, {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and v == v})
-    n_retain = max(1, cfg.n_generations // 2)
-    gens = []
-    for i, it in enumerate(before.gen_items):
-        part = "forget" if i < len(before.gen_items) - n_retain else "retain"
-        gens.append((i, it, part))
+    gens = [(i, it, part) for i, (it, part) in enumerate(zip(before.gen_items, before.gen_parts))]
     for phase, outputs in (("before", before.generations), ("after", after.generations)):
         store.write_generations(
             run_id,

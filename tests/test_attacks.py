@@ -296,8 +296,8 @@ def test_run_with_attacks_hands_back_the_same_model(toy, tmp_path):  # noqa: F81
     assert not any(k.startswith("attack_") for k in db.metrics(plain["run_id"]))
     # A run without attacks hashes as before attacks existed; one with them does not.
     d = cfg.to_dict()
-    for k in ("keep_model", "from_run", "attacks"):
-        d.pop(k)
+    for k in ("keep_model", "from_run", "attacks", "processes", "autocast", "gradient_checkpointing"):
+        d.pop(k)  # the options added after attacks hash only when not at their defaults
     assert plain["config_hash"] == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     assert attacked["config_hash"] != plain["config_hash"]
 
@@ -423,3 +423,16 @@ def test_compare_page_shows_the_attacks(store):  # noqa: F811
     probes = [df for df in at.dataframe if "probe" in df.value.columns]
     assert probes and "4-bit weights" in set(probes[0].value["probe"])
     assert at.selectbox(key="gone_probe").value == "Relearn on half A, accuracy on half B"
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_a_run_answers_exactly_n_generations_prompts_labelled_by_split(toy, tmp_path, n):  # noqa: F811
+    """``n_generations`` prompts before and after, the odd one from the forget side, each labelled."""
+    db = Store(tmp_path / "g.duckdb")
+    cfg = dataclasses.replace(toy["cfg"], method="grad_ascent", settings={"max_steps": 1}, n_generations=n)
+    run_id = execute_run(db, create_run(db, cfg, author="t"), executor="test")["run_id"]
+    gens = db.generations(run_id)
+    assert len(gens) == 2 * n
+    for phase in ("before", "after"):
+        parts = [p.split(":")[0] for p in gens[gens["phase"] == phase]["prompt_id"]]
+        assert sorted(parts) == sorted(["forget"] * ((n + 1) // 2) + ["retain"] * (n // 2))
