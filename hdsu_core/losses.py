@@ -3,6 +3,7 @@ training, probes and every unlearning method."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -112,6 +113,18 @@ def option_cross_entropy(model, tok, items, max_len: int = 256) -> torch.Tensor:
     return torch.stack(
         [-torch.log_softmax(s, 0)[it.answer] for s, it in zip(option_logprob_sums(model, tok, items, max_len), items)]
     )
+
+
+def option_uniform_loss(model, tok, items, max_len: int = 256) -> torch.Tensor:
+    """Per-item KL(uniform || MCQ decision), shape (B,): 0 when every option scores the same, i.e.
+    when the question is answered at chance, as by a model that never saw it. A push on the
+    answer tokens alone can raise every option's loss together and leave their ranking, the MCQ
+    answer, as it was (MHQA: loss at the non-member level, MCQ accuracy still 0.40); this term
+    moves the ranking itself."""
+    out = []
+    for sums, it in zip(option_logprob_sums(model, tok, items, max_len), items):
+        out.append(-torch.log_softmax(sums, 0).mean() - math.log(len(it.options)))
+    return torch.stack(out)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -403,3 +403,37 @@ def test_settle_pulls_over_forgotten_items_back(demo_result):
     else:
         assert s.get("settle_steps", 0) == 0
         assert demo_result["mia_auc"] == plain["mia_auc"]
+
+
+def test_option_uniform_loss_is_the_kl_from_chance(toy, monkeypatch):
+    """KL(uniform || softmax of the option scores): 0 when every option scores the same, the exact
+    formula otherwise (constructed scores), and on the toy model >= 0 with a real gradient."""
+    from hdsu_core import losses
+
+    items = toy["items"][:2]
+    fake = [torch.zeros(len(items[0].options)), torch.tensor([0.0, -1.0, -2.0, -3.0][: len(items[1].options)])]
+    monkeypatch.setattr(losses, "option_logprob_sums", lambda *a, **k: fake)
+    out = losses.option_uniform_loss(None, None, items)
+    assert abs(float(out[0])) < 1e-6
+    q = torch.softmax(fake[1], 0)
+    u = torch.full_like(q, 1 / len(q))
+    assert abs(float(out[1]) - float((u * (u / q).log()).sum())) < 1e-6
+    monkeypatch.undo()
+    b = prepare_model(toy["cfg"], toy["items"], lambda *a: None)
+    real = losses.option_uniform_loss(b.model, b.tokenizer, toy["items"][:8])
+    assert (real >= -1e-6).all() and float(real.detach().mean()) > 0.1  # the memorised toy model is far from chance
+    real.mean().backward()
+    assert b.model.get_output_embeddings().weight.grad.abs().sum() > 0
+
+
+def test_option_push_joins_the_push_only_when_asked(toy):
+    """``option_weight`` > 0 changes the run (and deterministically so); 0 is the run as before."""
+    base = {**toy["cfg"].to_dict(), "method": "hdsu"}
+    plain = run_unlearning(RunConfig(**{**base, "settings": {"max_steps": 5}}))
+    zero = run_unlearning(RunConfig(**{**base, "settings": {"max_steps": 5, "option_weight": 0.0}}))
+    opt = [run_unlearning(RunConfig(**{**base, "settings": {"max_steps": 5, "option_weight": 5.0}})) for _ in range(2)]
+    keys = ["forget_acc_after", "retain_acc_after", "mia_auc", "changed_weights"]
+    assert {k: plain[k] for k in keys} == {k: zero[k] for k in keys}
+    assert {k: opt[0][k] for k in keys} == {k: opt[1][k] for k in keys}
+    assert opt[0]["info"]["mask_sha256"] == plain["info"]["mask_sha256"]  # same mask, another push
+    assert opt[0]["info"]["push_cos_mean"] != plain["info"]["push_cos_mean"]  # the push direction changed

@@ -8,7 +8,15 @@ import torch
 
 from hdsu_core import distributed
 from hdsu_core.encoding import collate
-from hdsu_core.losses import answer_nll, kl_to_ref, next_token_logp, pick_token_logprobs, retain_hold_with_kl, token_npo
+from hdsu_core.losses import (
+    answer_nll,
+    kl_to_ref,
+    next_token_logp,
+    option_uniform_loss,
+    pick_token_logprobs,
+    retain_hold_with_kl,
+    token_npo,
+)
 from hdsu_core.methods.hdsu.geometry import conflict_stats, damped_step_norm, update_direction
 from hdsu_core.methods.hdsu.state import HDSUState
 
@@ -74,6 +82,9 @@ def step_grads(st: HDSUState) -> tuple[torch.Tensor, torch.Tensor]:
     g_r = torch.zeros_like(g_f)
     if len(mine):
         g_f, g_r = _local_grads(st, mine, width, w_item_all, w_hold_all)
+    options = option_rows(st, rows)
+    if options:
+        g_f += _option_grad(st, options)
     st.tokens_seen += int(fb.att[rows].sum()) + sum(len(e.ids) for e in st.at_risk.last_batch)
     return distributed.all_sum_(g_f), distributed.all_sum_(g_r)
 
@@ -106,6 +117,24 @@ def _local_grads(st: HDSUState, rows, width: int, w_item_all, w_hold_all) -> tup
     g_f = st.weights.grad(push, retain_graph=True)
     g_r = st.weights.grad(hold) if hold.requires_grad else torch.zeros_like(g_f)
     return g_f, g_r
+
+
+def option_rows(st: HDSUState, rows: torch.Tensor) -> list[int]:
+    """The forget items of this minibatch that the option push works on: the first
+    ``option_batch`` that item focus still pushes (none when ``option_weight`` is 0)."""
+    if st.s["option_weight"] <= 0:
+        return []
+    return [int(i) for i in rows if float(st.focus[i]) > 0][: st.s["option_batch"]]
+
+
+def _option_grad(st: HDSUState, options: list[int]) -> torch.Tensor:
+    """``option_weight`` x the gradient of the mean option-uniform loss over ``options`` on the
+    masked weights (over several processes: this rank's share of the mean; summed by the caller)."""
+    ctx, mine = st.ctx, distributed.shard(options)
+    if not mine:
+        return torch.zeros(sum(int(m.sum()) for _, _, m in st.weights.masked), device=ctx.device)
+    loss = option_uniform_loss(st.model, ctx.tok, [ctx.forget[i] for i in mine], ctx.max_len)
+    return st.weights.grad(st.s["option_weight"] * distributed.shard_mean(loss, len(options)))
 
 
 def _hold_totals(rb_all) -> tuple[int, int] | None:

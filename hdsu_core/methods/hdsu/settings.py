@@ -37,6 +37,8 @@ DEFAULTS = {
     "focus_level": 0.5,  # item focus: an item is forgotten past this quantile of non-member losses
     "forgotten_weight": 0.0,  # item focus: push weight of forget items already forgotten (1 = off)
     "token_level": True,  # ablation switch: concept-aware token weights on/off
+    "option_weight": 0.0,  # option push (opt-in): weight of KL(uniform || MCQ decision) on forget items
+    "option_batch": 16,  # ... on at most this many still-pushed items of each forget minibatch
     # ---- retain repair and settle (repair.py, settle.py)
     "repair_steps": 30,  # retain repair after the target is reached (0 = off)
     "repair_step_norm": 0.3,  # L2 norm of every repair update
@@ -80,6 +82,8 @@ SCHEMA = {
     "focus_level": schema.QUANTILE,
     "forgotten_weight": schema.NON_NEGATIVE,
     "token_level": schema.FLAG,
+    "option_weight": schema.NON_NEGATIVE,
+    "option_batch": schema.count(),
     "repair_steps": schema.count(0),
     "repair_step_norm": schema.POSITIVE,
     "repair_watch_margin": schema.NON_NEGATIVE,
