@@ -64,8 +64,9 @@ def make_private(model: torch.nn.Module, optimizer, n_items: int, recipe: dict) 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     """The model inside opacus's ``GradSampleModule``, with its per-item hooks removed."""
     inner = getattr(module, "_module", module)
-    if hasattr(module, "remove_hooks"):
-        module.remove_hooks()
+    remove_hooks = getattr(module, "remove_hooks", None)
+    if callable(remove_hooks):
+        remove_hooks()
     for p in inner.parameters():  # opacus leaves per-item gradients on the parameters
         if hasattr(p, "grad_sample"):
             p.grad_sample = None
