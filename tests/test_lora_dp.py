@@ -12,6 +12,7 @@ import torch
 
 from hdsu_core import datasets, lora
 from hdsu_core.artifacts.run_models import get_run_model
+from hdsu_core.audit.procedure import procedure_rows
 from hdsu_core.cli import main
 from hdsu_core.encoding import qa_texts
 from hdsu_core.engine import RunConfig, check_run_options
@@ -188,3 +189,6 @@ def test_a_run_with_lora_injection_goes_through_the_engine_to_the_receipt(toy, t
         "dp_delta",
         "dp_clip",
     }
+    rows = {r["label"]: r["value"] for r in procedure_rows(info)}  # the audit report's procedure table
+    assert rows["Injection (LoRA)"].startswith("rank 4, 2,176 adapter parameters trained")
+    assert rows["Injection (DP-SGD)"].startswith(f"epsilon {info['dp_epsilon']:.3f} spent at delta 1e-05")
