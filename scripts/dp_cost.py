@@ -65,10 +65,13 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--epsilon", type=float, default=4.0)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--only", choices=["full", "lora", "dp"], help="one variant (e.g. in a process of its own)")
     a = p.parse_args()
     print("| injection | forget acc | retain acc | holdout acc | trained params | epsilon spent | epochs | seconds |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, recipe in variants(a):
+    for (name, recipe), kind in zip(variants(a), ("full", "lora", "dp")):
+        if a.only and kind != a.only:
+            continue
         r = measure(name, recipe)
         eps = f"{r['dp_epsilon']:.2f}" if r.get("dp_epsilon") is not None else "-"
         trained = f"{r['trained']:,}" if r["trained"] else "all"
