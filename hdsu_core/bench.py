@@ -8,7 +8,14 @@ from typing import Sequence
 
 from hdsu_core.attack_targets import ATTACK_COLUMNS, TARGET_COLUMNS, attack_targets_met, retrain_comparison
 from hdsu_core.audit import TARGETS as AUDIT_TARGETS
-from hdsu_core.engine import RunConfig, check_settings, forget_selection, retrain_reference, run_unlearning
+from hdsu_core.engine import (
+    RunConfig,
+    check_settings,
+    check_training_options,
+    forget_selection,
+    retrain_reference,
+    run_unlearning,
+)
 from hdsu_core.lifecycle import create_run, execute_run
 from hdsu_core.methods import get_method
 from hdsu_core.progress import ProgressFn, no_progress
@@ -166,13 +173,17 @@ def run_bench(
     dtype: str = "float32",
     model: str = "demo",
     inject: bool = False,
+    recipe: dict | None = None,
     keep_models: bool = False,
     author: str = "bench",
     worker_pid: int | None = None,
     attacks: Sequence[str] = (),
 ) -> list[dict]:
     """``worker_pid``: the process running the bench, recorded on each method's run row so the
-    Runs page sees the run alive (and its Cancel reaches the bench)."""
+    Runs page sees the run alive (and its Cancel reaches the bench). ``recipe``: injection recipe
+    overrides (LoRA rank, DP budget), the same for the retrain reference and the runs."""
+    recipe = dict(recipe or {})
+    check_training_options(RunConfig(forget=[], model=model, inject=inject, recipe=recipe))  # before any work
     rows = []
     bench_id = time.strftime("b%Y%m%d-%H%M%S") + (f"-s{seed}" if seed else "")
     for ds in datasets:
@@ -187,6 +198,7 @@ def run_bench(
                 limit=limit,
                 model=model,
                 inject=inject,
+                recipe=recipe,
                 device=device,
                 attacks=list(attacks),
             )
@@ -204,6 +216,7 @@ def run_bench(
                 dtype=dtype,
                 model=model,
                 inject=inject,
+                recipe=recipe,
                 keep_model=keep_models,
                 attacks=list(attacks),
             )

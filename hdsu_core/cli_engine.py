@@ -80,6 +80,28 @@ def _headline(r: dict) -> dict:
     return out
 
 
+def _training_recipe(a) -> dict:
+    """--inject-lora / --inject-dp-*: recipe keys of the injection (so they key its cache too);
+    delta and clip only with an epsilon, where they mean something."""
+    out = {"lora_r": a.inject_lora, "dp_epsilon": a.inject_dp_epsilon}
+    if a.inject_dp_epsilon is not None:
+        out.update(dp_delta=a.inject_dp_delta, dp_clip=a.inject_dp_clip)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _recipe(a) -> dict:
+    return {**_settings(a.inject_set), **_training_recipe(a)}
+
+
+def _add_training_flags(x) -> None:
+    x.add_argument("--inject-lora", type=int, metavar="R", help="inject with rank-R LoRA adapters (peft), merged after")
+    x.add_argument(
+        "--inject-dp-epsilon", type=float, metavar="EPS", help="inject with DP-SGD (opacus) to this epsilon; needs LoRA"
+    )
+    x.add_argument("--inject-dp-delta", type=float, default=1e-5, help="DP-SGD delta (default 1e-5)")
+    x.add_argument("--inject-dp-clip", type=float, default=1.0, help="DP-SGD per-item gradient clip (default 1.0)")
+
+
 def cmd_run(a) -> int:
     from hdsu_core.attacks import parse_attacks  # lazy: torch
     from hdsu_core.engine import RunConfig, check_settings  # lazy: torch
@@ -97,7 +119,7 @@ def cmd_run(a) -> int:
         settings=_settings(a.set),
         limit=a.limit,
         inject=a.inject,
-        recipe=_settings(a.inject_set),
+        recipe=_recipe(a),
         holdout_fraction=a.holdout_fraction,
         device=a.device,
         dtype=a.dtype,
@@ -205,6 +227,7 @@ def cmd_bench(a) -> int:
             dtype=a.dtype,
             model=a.model,
             inject=a.inject,
+            recipe=_training_recipe(a),
             keep_models=a.keep_models,
             author=cli_actor(store, None),
             attacks=attacks,
@@ -287,6 +310,7 @@ def _add_run(sub) -> None:
         metavar="KEY=VALUE",
         help="knowledge-injection recipe override (repeatable), e.g. batch=4, max_epochs=1, max_len=48",
     )
+    _add_training_flags(x)
     x.add_argument(
         "--holdout-fraction", type=float, default=0.2, help="share of the items never trained on (default 0.2)"
     )
@@ -358,6 +382,7 @@ def _add_bench(sub) -> None:
         help="fine-tune --model on each dataset first; its retrain "
         "reference is then the same fine-tune without the forget items",
     )
+    _add_training_flags(x)
     x.add_argument(
         "--device",
         default="auto",

@@ -28,7 +28,7 @@ from hdsu_core.models import ModelBundle, check_model_files, clone_model, load_m
 from hdsu_core.probes import generate, perplexity, score_mcq
 from hdsu_core.progress import ProgressFn, no_progress
 from hdsu_core.tagging import Split, is_member, make_split, member_items
-from hdsu_core.training import DEMO_RECIPE, inject_knowledge
+from hdsu_core.training import DEMO_RECIPE, TRAINING_KEYS, inject_knowledge, training_info
 from hdsu_core.weight_hashes import tied_aliases
 
 # Default forget selections for the public benchmarks (issue: MedMCQA Surgery; MHQA Anxiety,
@@ -316,12 +316,44 @@ def check_run_options(cfg: RunConfig) -> None:
             raise ValueError(
                 f"processes={cfg.processes} refused: one GPU per process, torch sees {torch.cuda.device_count()}"
             )
-    unknown = sorted(set(cfg.recipe or {}) - set(INJECT_RECIPE) - set(DEMO_RECIPE))
+    unknown = sorted(set(cfg.recipe or {}) - set(INJECT_RECIPE) - set(DEMO_RECIPE) - set(TRAINING_KEYS))
     if unknown:
-        known = ", ".join(sorted(INJECT_RECIPE))
+        known = ", ".join(sorted([*INJECT_RECIPE, *TRAINING_KEYS]))
         raise ValueError(f"unknown injection recipe key(s) {', '.join(unknown)}; known: {known}")
+    check_training_options(cfg)
     if not isinstance(cfg.forget, list) or not all(isinstance(c, str) for c in cfg.forget):
         raise ValueError(f"forget must be a list of concept ids, not {cfg.forget!r}")
+
+
+# The LoRA / DP-SGD options of the injection (recipe keys, --inject-lora / --inject-dp-*).
+TRAINING_SCHEMA = {
+    "lora_r": schema.count(1),
+    "dp_epsilon": schema.POSITIVE,
+    "dp_delta": schema.Setting(float, 0, 1, low_open=True, high_open=True),
+    "dp_clip": schema.POSITIVE,
+}
+
+
+def check_training_options(cfg: RunConfig) -> None:
+    """LoRA rank and DP budget: in range, DP only with LoRA, and only where HDSU injects."""
+    recipe = cfg.recipe or {}
+    for key, spec in TRAINING_SCHEMA.items():
+        problem = spec.problem(recipe[key]) if key in recipe else None
+        if problem:
+            raise ValueError(f"{key}={recipe[key]!r} refused: {problem}; {key} must be {spec.allowed()}")
+    given = [k for k in TRAINING_KEYS if k in recipe]
+    if not given:
+        return
+    if cfg.from_run or (cfg.model != "demo" and not cfg.inject):
+        raise ValueError(
+            f"{', '.join(given)} refused: they shape the knowledge injection; use --inject (not --from-run)"
+        )
+    if "lora_r" not in recipe and any(k.startswith("dp_") for k in given):
+        raise ValueError(
+            "DP-SGD injection needs LoRA (--inject-lora R): opacus cannot train every weight of this model"
+        )
+    if "dp_epsilon" not in recipe and any(k.startswith("dp_") for k in given):
+        raise ValueError("dp_delta / dp_clip refused without dp_epsilon (--inject-dp-epsilon EPS)")
 
 
 def check_selection(cfg: RunConfig, store=None) -> Split:
@@ -550,6 +582,7 @@ def _unlearn(
         if efficiency_info["gradient_checkpointing"]:
             efficiency.disable_checkpointing(run.model)
     info.update(efficiency_info)
+    info.update(training_info(run.bundle.meta))  # LoRA rank / DP budget of the injection, when used
     info["device"] = device_label(run.device)
     info["dtype"] = str(run.dtype).replace("torch.", "")
     return _Unlearned(info, time.time() - t_unlearn, state_before)
@@ -674,6 +707,7 @@ def _record_model(store, run_id: str, cfg: RunConfig, run: _RunInputs, unlearned
         },
         "compute": {"device": device_label(run.device), "dtype": cfg.dtype},
         "metrics": summary,
+        "training": training_info(run.bundle.meta) or None,
     }
     return record_run_model(
         store,

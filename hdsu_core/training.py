@@ -14,12 +14,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from hdsu_core import paths
+from hdsu_core import lora, paths
 from hdsu_core.compute import model_device, set_seed
 from hdsu_core.datasets import QAItem
 from hdsu_core.encoding import collate, encode_qa, qa_texts
 from hdsu_core.losses import answer_nll
 from hdsu_core.models import ModelBundle, load_model, save_model
+from hdsu_core.private_training import DP_DEFAULTS, PrivateSGD, make_private, unwrap
 from hdsu_core.probes import score_mcq
 from hdsu_core.progress import ProgressFn, no_progress
 
@@ -95,33 +96,41 @@ def train_qa(
     progress: ProgressFn = no_progress,
     eval_every: int = 10,
     time_budget_s: float | None = None,
+    dp: dict | None = None,
 ) -> dict:
-    """Answer-only causal LM training until MCQ accuracy on ``items`` reaches ``target_acc``."""
+    """Answer-only causal LM training until MCQ accuracy on ``items`` reaches ``target_acc``.
+    With ``dp`` (``dp_epsilon`` and optionally ``dp_delta`` / ``dp_clip``) the optimizer is DP-SGD
+    (private_training.py): per-item clipping and noise instead of the global norm clip."""
 
     set_seed(seed)
     encs = [encode_qa(tok, it.question, it.answer_text, max_len) for it in items]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    params = [p for p in model.parameters() if p.requires_grad]  # with LoRA: the adapters only
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    private = (
+        make_private(model, opt, len(encs), {**dp, "batch": batch, "max_epochs": max_epochs, "seed": seed})
+        if dp
+        else None
+    )
+    if private is not None:
+        opt = private.optimizer
     rng = random.Random(seed)
-    order = list(range(len(encs)))
+    order = list(range(len(encs)))  # shuffled in place each epoch (as the cached models were trained)
     t0 = time.time()
     acc, epoch = 0.0, 0
-    steps_per_epoch = math.ceil(len(encs) / batch)
-    total = max_epochs * steps_per_epoch
+    total = max_epochs * math.ceil(len(encs) / batch)
     warm = min(50, total // 10 + 1)
     step = 0
     for epoch in range(1, max_epochs + 1):
         model.train()
-        rng.shuffle(order)
-        for s in range(0, len(order), batch):
-            chunk = [encs[i] for i in order[s : s + batch]]
-            ids, att, labels = collate(chunk, tok.pad_token_id, model_device(model))
-            loss = answer_nll(model, ids, att, labels).mean()
-            cur_lr = lr * min(1.0, (step + 1) / warm)
+        for chunk_ids in _epoch_batches(order, batch, rng, private):
+            ids, att, labels = collate([encs[i] for i in chunk_ids], tok.pad_token_id, model_device(model))
             for g in opt.param_groups:
-                g["lr"] = cur_lr
-            opt.zero_grad(set_to_none=True)
+                g["lr"] = lr * min(1.0, (step + 1) / warm)
+            opt.zero_grad(set_to_none=True)  # before the forward: opacus keeps per-item state from it
+            loss = answer_nll(model, ids, att, labels).mean()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if private is None:  # DP-SGD clips per item instead
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             step += 1
         if epoch % eval_every == 0 or epoch == max_epochs:
@@ -133,7 +142,22 @@ def train_qa(
             if time_budget_s and time.time() - t0 > time_budget_s:
                 break
     model.eval()
-    return {"epochs": epoch, "train_acc": acc, "seconds": round(time.time() - t0, 2), "steps": step}
+    stats = {"epochs": epoch, "train_acc": acc, "seconds": round(time.time() - t0, 2), "steps": step}
+    if private is not None:
+        stats.update(private.report())
+        unwrap(private.module)
+    return stats
+
+
+def _epoch_batches(order: list[int], batch: int, rng: random.Random, private: PrivateSGD | None):
+    """One epoch of item-index batches: ``order`` reshuffled and cut in chunks, or under DP-SGD
+    the Poisson-sampled batches its privacy accounting assumes."""
+    if private is not None:
+        yield from private.batches()
+        return
+    rng.shuffle(order)
+    for s in range(0, len(order), batch):
+        yield order[s : s + batch]
 
 
 def _hash_items(items: Sequence[QAItem]) -> str:
@@ -160,7 +184,7 @@ def inject_knowledge(
     on ``device``. Tiny models always train on the CPU: their cached weights are then the same on
     every machine (a GPU would not be faster at that size anyway). Returns the model on the CPU.
     """
-    recipe = {**DEMO_RECIPE, **(recipe or {})}
+    recipe = complete_recipe({**DEMO_RECIPE, **(recipe or {})})
     key = hashlib.sha256(
         json.dumps(
             {"items": _hash_items(items), "recipe": recipe, "base": str(base) if base else None}, sort_keys=True
@@ -179,7 +203,43 @@ def inject_knowledge(
         progress("inject", 0.0, f"training tokenizer on {len(items)} items")
         tok = train_tokenizer(qa_texts(items), recipe["vocab"])
         model = tiny_llama(len(tok), recipe, tok)
-    progress("inject", 0.0, f"training {sum(p.numel() for p in model.parameters()):,} parameters")
+    model, stats = _train(model, tok, items, recipe, progress)
+    meta = {
+        "name": name,
+        "recipe": recipe,
+        "items": len(items),
+        "items_hash": _hash_items(items),
+        "base": str(base) if base else None,
+        **stats,
+    }
+    save_model(model, tok, out, meta)
+    return load_model(out)
+
+
+# Recipe keys of a LoRA / DP-SGD injection (lora.py, private_training.py); absent = all weights, no DP.
+TRAINING_KEYS = ("lora_r", "dp_epsilon", "dp_delta", "dp_clip")
+
+
+def complete_recipe(recipe: dict) -> dict:
+    """A DP recipe with its delta and clip filled in: the default and the same value written out
+    are one cached model, not two."""
+    return {**DP_DEFAULTS, **recipe} if recipe.get("dp_epsilon") is not None else recipe
+
+
+def _train(model, tok, items: Sequence[QAItem], recipe: dict, progress: ProgressFn) -> tuple[Any, dict]:
+    """``train_qa`` on all weights, or on rank-``lora_r`` adapters merged back afterwards; DP-SGD
+    with ``dp_epsilon``. The stats then say what was trained and what the merge changed."""
+    r = recipe.get("lora_r")
+    dp = {k: recipe[k] for k in ("dp_epsilon", "dp_delta", "dp_clip")} if recipe.get("dp_epsilon") is not None else None
+    if dp and not r:  # opacus has no per-item gradients for LlamaRMSNorm: DP needs the adapters
+        raise ValueError(
+            "DP-SGD injection needs LoRA (--inject-lora R): opacus cannot train every weight of this model"
+        )
+    base = lora.snapshot(model) if r else None
+    if r:
+        model = lora.wrap(model, int(r))
+    trained = lora.trainable_params(model)
+    progress("inject", 0.0, f"training {trained:,} parameters")
     stats = train_qa(
         model,
         tok,
@@ -193,14 +253,17 @@ def inject_knowledge(
         progress=progress,
         eval_every=recipe.get("eval_every", 10),
         time_budget_s=recipe.get("time_budget_s"),
+        dp=dp,
     )
-    meta = {
-        "name": name,
-        "recipe": recipe,
-        "items": len(items),
-        "items_hash": _hash_items(items),
-        "base": str(base) if base else None,
-        **stats,
-    }
-    save_model(model, tok, out, meta)
-    return load_model(out)
+    if r and base is not None:
+        model = lora.merge(model)
+        stats.update(
+            lora_r=int(r), adapter_params_trained=trained, merged_weights_changed=lora.weights_changed(base, model)
+        )
+    return model, stats
+
+
+def training_info(meta: dict) -> dict:
+    """What a run's info and receipt say about how its model was injected (empty for a plain one)."""
+    keys = ("lora_r", "adapter_params_trained", "merged_weights_changed", "dp_epsilon", "dp_delta", "dp_clip")
+    return {k: meta[k] for k in keys if meta.get(k) is not None}

@@ -74,11 +74,14 @@ def build_receipt(
     hierarchy: dict,
     compute: dict,
     metrics: dict,
+    training: dict | None = None,
 ) -> dict:
     """``run``: the run row (id, author, config); ``source``: where the original came from
     (``{"model": path}`` or ``{"run": parent_run_id}``); ``delta_info``: the delta file's name,
-    sha256 and size (None when the run's model files were not kept)."""
-    return {
+    sha256 and size (None when the run's model files were not kept); ``training``: how the original
+    was injected (LoRA rank, adapter count, DP epsilon / delta / clip), only when LoRA or DP was used
+    (other receipts keep their fields, and so their hashes' inputs, as before)."""
+    receipt = {
         "format": RECEIPT_FORMAT,
         "run_id": run["run_id"],
         "actor": run.get("author") or "",
@@ -98,3 +101,6 @@ def build_receipt(
         "compute": compute,
         "metrics": {k: metrics[k] for k in HEADLINE if k in metrics},
     }
+    if training:
+        receipt["training"] = training
+    return receipt

@@ -69,6 +69,25 @@ def procedure_rows(info: Mapping[str, Any]) -> list[dict]:
     if info.get("dtype"):
         rows.append({"label": "Weight precision", "value": str(info["dtype"])})
     rows += _compute_rows(info)
+    rows += injection_rows(info)
+    return rows
+
+
+def injection_rows(info: Mapping[str, Any]) -> list[dict]:
+    """How the original model was injected, when not on all weights without privacy: the LoRA
+    rank and adapter count, and the DP-SGD budget actually spent (an auditor's privacy claim)."""
+    rows = []
+    if info.get("lora_r"):
+        value = (
+            f"rank {info['lora_r']}, {int(info.get('adapter_params_trained', 0)):,} adapter parameters trained, "
+            f"{int(info.get('merged_weights_changed', 0)):,} weights changed by the merge"
+        )
+        rows.append({"label": "Injection (LoRA)", "value": value})
+    if info.get("dp_epsilon") is not None:
+        value = (
+            f"epsilon {info['dp_epsilon']:.3f} spent at delta {info['dp_delta']:g}, per-item clip {info['dp_clip']:g}"
+        )
+        rows.append({"label": "Injection (DP-SGD)", "value": value})
     return rows
 
 

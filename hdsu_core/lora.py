@@ -1,0 +1,43 @@
+"""LoRA knowledge injection (``peft``): wrap a causal LM's attention and MLP Linear layers in
+low-rank adapters, count what trains, merge the adapters back into plain weights."""
+
+from __future__ import annotations
+
+import torch
+
+# The Linear layers of a Llama block (attention, then MLP): the demo / tiny models and SmolLM2.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def wrap(model: torch.nn.Module, r: int) -> torch.nn.Module:
+    """``model`` with rank-``r`` adapters on ``LORA_TARGETS``; only the adapters train. Alpha 2r
+    (scaling 2) is the usual choice; no dropout, so a seeded run gives the same weights."""
+    from peft import LoraConfig, get_peft_model  # lazy: only an injection with --inject-lora needs it
+
+    config = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, bias="none", target_modules=list(LORA_TARGETS))
+    return get_peft_model(model, config)
+
+
+def trainable_params(model: torch.nn.Module) -> int:
+    """Elements that get gradients (with adapters: the adapters' A and B matrices only)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def merge(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model with ``W + scaling * B @ A`` in place of every adapted weight: the rest of
+    the pipeline (unlearning, probes, receipt, export) never sees peft modules."""
+    merged = model.merge_and_unload()  # type: ignore[operator]
+    for p in merged.parameters():
+        p.requires_grad_(True)  # peft froze the base; the unlearning methods train these weights
+    return merged
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights before the adapters, on the CPU (what ``weights_changed`` diffs against)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def weights_changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> int:
+    """Elements of the merged model that differ from the base: at most the adapted matrices."""
+    after = model.state_dict()
+    return int(sum((before[k] != after[k].detach().cpu()).sum().item() for k in before))
