@@ -195,8 +195,9 @@ def test_bench_prints_the_ratios_of_the_same_run(toy, tmp_path, monkeypatch, cap
     line under the table is computed from the two rows of this run."""
 
     def toy_config(**kw):
-        fast = HDSU_FAST if kw["method"] == "hdsu" else {}
-        return RunConfig(**{**kw, "recipe": TINY, "n_generations": 2, "settings": {**kw["settings"], **SMALL, **fast}})
+        fast = HDSU_FAST if kw.get("method") == "hdsu" else {}  # bench also builds a bare config to check options
+        settings = {**kw.get("settings", {}), **SMALL, **fast}
+        return RunConfig(**{**kw, "recipe": TINY, "n_generations": 2, "settings": settings})
 
     monkeypatch.setattr(bench, "RunConfig", toy_config)
     db = tmp_path / "b.duckdb"

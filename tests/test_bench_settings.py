@@ -50,7 +50,9 @@ def test_cli_refuses_a_typo_before_any_work(tmp_path, capsys):
 
 def test_rows_record_the_settings_they_ran_with(toy, tmp_path, monkeypatch):  # noqa: F811
     def toy_config(**kw):  # the toy set's tiny recipe and a 5-step budget
-        return RunConfig(**{**kw, "recipe": TINY, "n_generations": 2, "settings": {**kw["settings"], "max_steps": 5}})
+        return RunConfig(
+            **{**kw, "recipe": TINY, "n_generations": 2, "settings": {**kw.get("settings", {}), "max_steps": 5}}
+        )
 
     monkeypatch.setattr(bench, "RunConfig", toy_config)
     db = tmp_path / "b.duckdb"
