@@ -5,8 +5,6 @@ epsilon it spent and is seeded, bad settings are one-line refusals, and a run wi
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -14,6 +12,7 @@ from hdsu_core import datasets, lora
 from hdsu_core.artifacts.run_models import get_run_model
 from hdsu_core.audit.procedure import procedure_rows
 from hdsu_core.cli import main
+from hdsu_core.demo_kb import write_jsonl
 from hdsu_core.encoding import qa_texts
 from hdsu_core.engine import RunConfig, check_run_options
 from hdsu_core.hierarchy import load_default
@@ -39,21 +38,7 @@ def toy(tmp_path_factory):
     )
     items = [it for it in datasets.load("demo").items if it.labels["concept_id"] in keep][:60]
     path = home / "toy.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": it.id,
-                    "question": it.question,
-                    "options": list(it.options),
-                    "answer": it.answer,
-                    "labels": it.labels,
-                }
-            )
-            + "\n"
-            for it in items
-        )
-    )
+    write_jsonl(items, path)
     tok = train_tokenizer(qa_texts(items), 800)
     torch.manual_seed(0)
     base = home / "base"

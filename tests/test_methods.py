@@ -3,13 +3,13 @@ Llama trained in seconds): real forgetting, exact mask bound, projection, token 
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 
 from hdsu_core import datasets
+from hdsu_core.demo_kb import write_jsonl
 from hdsu_core.encoding import encode_qa
 from hdsu_core.engine import RunConfig, prepare_model, run_unlearning
 from hdsu_core.hierarchy import load_default
@@ -47,20 +47,7 @@ def toy(tmp_path_factory):
         it for it in datasets.load("demo").items if it.labels["concept_id"] in under or it.labels["concept_id"] in surg
     ]
     path = home / "toy.jsonl"
-    with open(path, "w") as f:
-        for it in items:
-            f.write(
-                json.dumps(
-                    {
-                        "id": it.id,
-                        "question": it.question,
-                        "options": list(it.options),
-                        "answer": it.answer,
-                        "labels": it.labels,
-                    }
-                )
-                + "\n"
-            )
+    write_jsonl(items, path)
     cfg = RunConfig(
         forget=["anxiety"], dataset=f"demo:{path}", recipe=TINY, settings={"max_steps": 20}, n_generations=2
     )

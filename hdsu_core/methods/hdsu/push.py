@@ -83,8 +83,9 @@ def step_grads(st: HDSUState) -> tuple[torch.Tensor, torch.Tensor]:
     if len(mine):
         g_f, g_r = _local_grads(st, mine, width, w_item_all, w_hold_all)
     options = option_rows(st, rows)
-    if options:
-        g_f += _option_grad(st, options)
+    mine_options = distributed.shard(options)
+    if mine_options:
+        g_f += _option_grad(st, mine_options, len(options))
     st.tokens_seen += int(fb.att[rows].sum()) + sum(len(e.ids) for e in st.at_risk.last_batch)
     return distributed.all_sum_(g_f), distributed.all_sum_(g_r)
 
@@ -127,14 +128,13 @@ def option_rows(st: HDSUState, rows: torch.Tensor) -> list[int]:
     return [int(i) for i in rows if float(st.focus[i]) > 0][: st.s["option_batch"]]
 
 
-def _option_grad(st: HDSUState, options: list[int]) -> torch.Tensor:
-    """``option_weight`` x the gradient of the mean option-uniform loss over ``options`` on the
-    masked weights (over several processes: this rank's share of the mean; summed by the caller)."""
-    ctx, mine = st.ctx, distributed.shard(options)
-    if not mine:
-        return torch.zeros(sum(int(m.sum()) for _, _, m in st.weights.masked), device=ctx.device)
+def _option_grad(st: HDSUState, mine: list[int], n_total: int) -> torch.Tensor:
+    """``option_weight`` x the gradient of the mean option-uniform loss on the masked weights:
+    over this rank's ``mine`` of ``n_total`` option items (their share of the mean; the caller
+    sums over the ranks)."""
+    ctx = st.ctx
     loss = option_uniform_loss(st.model, ctx.tok, [ctx.forget[i] for i in mine], ctx.max_len)
-    return st.weights.grad(st.s["option_weight"] * distributed.shard_mean(loss, len(options)))
+    return st.weights.grad(st.s["option_weight"] * distributed.shard_mean(loss, n_total))
 
 
 def _hold_totals(rb_all) -> tuple[int, int] | None:
