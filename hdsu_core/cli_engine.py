@@ -74,6 +74,7 @@ def _headline(r: dict) -> dict:
     out["stopped"] = r.get("info", {}).get("stopped")
     out["device"] = r.get("info", {}).get("device")
     out["dtype"] = r.get("info", {}).get("dtype")
+    out.update({k: v for k, v in r.get("info", {}).items() if k.startswith("unlearn_")})  # a LoRA unlearning run
     out["unlearned_root"] = r.get("unlearned_root")
     out["receipt_sha256"] = r.get("receipt_sha256")
     out.update({k: v for k, v in r.items() if k.startswith(("attack_", "mia_auc_")) and k not in out})
@@ -128,6 +129,7 @@ def cmd_run(a) -> int:
         processes=_processes(a.processes, a.device),
         autocast=not a.no_autocast,
         gradient_checkpointing=a.gradient_checkpointing,
+        unlearn_lora_r=a.lora,
     )
     check_settings(cfg.method, cfg.settings)  # a bad --set fails before the database is opened
     store = _store(a.db)
@@ -346,6 +348,14 @@ def _add_run(sub) -> None:
         "--gradient-checkpointing",
         action="store_true",
         help="recompute activations in the backward pass (less GPU memory for a large model, slower steps)",
+    )
+    x.add_argument(
+        "--lora",
+        type=int,
+        metavar="R",
+        help="unlearn through rank-R LoRA adapters (peft): the method trains only them, they are merged "
+        "into the weights before the probes, the delta and the receipt (a mask fraction then counts adapter "
+        "parameters)",
     )
     x.add_argument("--author", help="name recorded in the audit trail (default: the OS user; only in demo mode)")
     x.add_argument("--json", action="store_true", help="print the result as JSON")

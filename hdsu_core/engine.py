@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from hdsu_core import distributed, efficiency, paths
+from hdsu_core import distributed, efficiency, lora, paths
 from hdsu_core import metrics as M
 from hdsu_core.artifacts.receipt import hierarchy_sha256, receipt_sha256
 from hdsu_core.artifacts.run_models import materialize, record_run_model
@@ -84,6 +84,7 @@ class RunConfig:
     processes: int = 1  # > 1: data-parallel over that many processes via torchrun (distributed.py, ranks.py)
     autocast: bool = True  # bfloat16 autocast of the method's forward passes on a CUDA GPU (no-op on the CPU)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30 % slower)
+    unlearn_lora_r: int | None = None  # the method trains rank-R LoRA adapters (peft), merged before the probes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,7 +99,7 @@ class RunConfig:
         if not d["attacks"]:  # a run without attacks hashes as before they existed
             d.pop("attacks")
         d.pop("processes", None)  # one process or several compute the same result
-        for key, default in (("autocast", True), ("gradient_checkpointing", False)):
+        for key, default in (("autocast", True), ("gradient_checkpointing", False), ("unlearn_lora_r", None)):
             if d.get(key) == default:  # hashes as before these options existed
                 d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -305,8 +306,9 @@ def check_run_options(cfg: RunConfig) -> None:
         ("n_generations", cfg.n_generations, schema.count(0)),
         ("limit", cfg.limit, schema.count(1)),
         ("processes", cfg.processes, schema.Setting(int, 1, MAX_PROCESSES)),
+        ("unlearn_lora_r", cfg.unlearn_lora_r, schema.count(1)),
     ):
-        if value is None and key == "limit":
+        if value is None and key in ("limit", "unlearn_lora_r"):
             continue
         problem = spec.problem(value)
         if problem:
@@ -549,7 +551,8 @@ def _probe_before(cfg: RunConfig, run: _RunInputs, progress: ProgressFn) -> _Pro
 def _unlearn(
     cfg: RunConfig, run: _RunInputs, before: _ProbeBefore, progress: ProgressFn, should_cancel: Callable[[], bool]
 ) -> _Unlearned:
-    """Phase 3: the method edits ``run.model`` in place, against a frozen copy of it."""
+    """Phase 3: the method edits ``run.model`` in place, against a frozen copy of it; with
+    ``unlearn_lora_r`` it trains adapters on it instead, and ``run.model`` becomes the merged model."""
     ref = clone_model(run.model)
     for p in ref.parameters():
         p.requires_grad_(False)
@@ -557,8 +560,11 @@ def _unlearn(
     state_before = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
     method = get_method(cfg.method)
     settings, efficiency_info = _efficiency(cfg, run, method.defaults)
+    trained, adapter_start = run.model, None
+    if cfg.unlearn_lora_r:
+        trained, adapter_start = lora.wrap_for_unlearning(run.model, cfg.unlearn_lora_r, cfg.seed)
     ctx = UnlearnContext(
-        model=run.model,
+        model=trained,
         ref_model=ref,
         tok=run.tok,
         forget=run.split.forget,
@@ -581,11 +587,27 @@ def _unlearn(
     finally:
         if efficiency_info["gradient_checkpointing"]:
             efficiency.disable_checkpointing(run.model)
+    if adapter_start is not None:
+        info.update(_merge_adapter(cfg, run, trained, adapter_start, state_before))
     info.update(efficiency_info)
     info.update(training_info(run.bundle.meta))  # LoRA rank / DP budget of the injection, when used
     info["device"] = device_label(run.device)
     info["dtype"] = str(run.dtype).replace("torch.", "")
     return _Unlearned(info, time.time() - t_unlearn, state_before)
+
+
+def _merge_adapter(cfg: RunConfig, run: _RunInputs, trained, adapter_start: dict, state_before: dict) -> dict:
+    """Merge the unlearning adapters into ``run.model`` (the probes, the diff, the receipt and the
+    export see plain weights) and return what changed, exactly: the adapter's size, the adapter
+    elements the method moved, and the weights of the merged model that differ from the original."""
+    moved = lora.adapter_changed(adapter_start, trained)
+    run.model = lora.merge(trained)
+    return {
+        "unlearn_lora_r": cfg.unlearn_lora_r,
+        "unlearn_adapter_params": sum(t.numel() for t in adapter_start.values()),
+        "unlearn_adapter_params_changed": moved,
+        "unlearn_merged_weights_changed": lora.weights_changed(state_before, run.model),
+    }
 
 
 def _efficiency(cfg: RunConfig, run: _RunInputs, defaults: dict) -> tuple[dict, dict]:
@@ -708,6 +730,7 @@ def _record_model(store, run_id: str, cfg: RunConfig, run: _RunInputs, unlearned
         "compute": {"device": device_label(run.device), "dtype": cfg.dtype},
         "metrics": summary,
         "training": training_info(run.bundle.meta) or None,
+        "adapter": {k: v for k, v in unlearned.info.items() if k.startswith("unlearn_")} or None,
     }
     return record_run_model(
         store,

@@ -41,3 +41,24 @@ def weights_changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> 
     """Elements of the merged model that differ from the base: at most the adapted matrices."""
     after = model.state_dict()
     return int(sum((before[k] != after[k].detach().cpu()).sum().item() for k in before))
+
+
+# Unlearning through adapters (``RunConfig.unlearn_lora_r``, ``--lora R``): the method trains only
+# the adapters, the engine merges them before the probes, the diff, the receipt and the export.
+
+
+def wrap_for_unlearning(model: torch.nn.Module, r: int, seed: int) -> tuple[torch.nn.Module, dict]:
+    """``model`` with rank-``r`` adapters for an unlearning method, and the adapters' initial
+    values (what ``adapter_changed`` diffs against). Seeded here: the adapters' random A matrices
+    must be the same in every process of a data-parallel run and in a rerun, whatever the model
+    loading before consumed of the generator."""
+    torch.manual_seed(seed)
+    wrapped = wrap(model, r)
+    start = {n: p.detach().to("cpu", copy=True) for n, p in wrapped.named_parameters() if p.requires_grad}
+    return wrapped, start
+
+
+def adapter_changed(start: dict[str, torch.Tensor], model: torch.nn.Module) -> int:
+    """Adapter elements the method moved (a masked method moves only its mask's share of them)."""
+    live = dict(model.named_parameters())
+    return int(sum((start[n] != live[n].detach().cpu()).sum().item() for n in start))

@@ -74,14 +74,16 @@ def _base(toy, method: str) -> dict:  # noqa: F811
     return {**toy["cfg"].to_dict(), "method": method, "settings": SETTINGS[method], "device": "cpu"}
 
 
-@pytest.mark.parametrize("method", ["hdsu", "grad_diff"])
-def test_two_gloo_processes_match_one_process(toy, tmp_path, method):  # noqa: F811
+@pytest.mark.parametrize(("method", "lora_r"), [("hdsu", None), ("grad_diff", None), ("grad_diff", 4)])
+def test_two_gloo_processes_match_one_process(toy, tmp_path, method, lora_r):  # noqa: F811
     """The two-process run goes through jobs.worker_main (the Runs page's worker): it launches
-    torchrun; rank 0 writes the results, the receipt and the delta."""
+    torchrun; rank 0 writes the results, the receipt and the delta. With LoRA unlearning every
+    process starts from the same adapters, so the merged models match too."""
     store = Store(tmp_path / "h.duckdb")
-    one = create_run(store, RunConfig(**_base(toy, method)), author="tester")
+    base = {**_base(toy, method), "unlearn_lora_r": lora_r}
+    one = create_run(store, RunConfig(**base), author="tester")
     execute_run(store, one, executor="test")
-    two = create_run(store, RunConfig(**{**_base(toy, method), "processes": 2}), author="tester")
+    two = create_run(store, RunConfig(**{**base, "processes": 2}), author="tester")
     assert jobs.worker_main(two, str(store.path)) == 0
     a, b = store.get_run(one), store.get_run(two)
     assert b["status"] == RunStatus.DONE, b["error"]
@@ -89,6 +91,7 @@ def test_two_gloo_processes_match_one_process(toy, tmp_path, method):  # noqa: F
     assert sa["info"]["processes"] == 1 and sb["info"]["processes"] == 2
     assert {k: sa[k] for k in SAME_METRICS} == {k: sb[k] for k in SAME_METRICS}
     assert sa["steps"] == 3 and sa["changed_weights"] > 0
+    assert sa["info"].get("unlearn_lora_r") == lora_r == sb["info"].get("unlearn_lora_r")
     if method == "hdsu":
         assert sa["info"]["mask_sha256"] == sb["info"]["mask_sha256"]  # the very same weights selected
         assert sa["info"]["mask_by_param"] == sb["info"]["mask_by_param"]

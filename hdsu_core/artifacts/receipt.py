@@ -75,11 +75,13 @@ def build_receipt(
     compute: dict,
     metrics: dict,
     training: dict | None = None,
+    adapter: dict | None = None,
 ) -> dict:
     """``run``: the run row (id, author, config); ``source``: where the original came from
     (``{"model": path}`` or ``{"run": parent_run_id}``); ``delta_info``: the delta file's name,
     sha256 and size (None when the run's model files were not kept); ``training``: how the original
-    was injected (LoRA rank, adapter count, DP epsilon / delta / clip), only when LoRA or DP was used
+    was injected (LoRA rank, adapter count, DP epsilon / delta / clip), only when LoRA or DP was used;
+    ``adapter``: the LoRA rank the unlearning trained and what it changed, only for such a run
     (other receipts keep their fields, and so their hashes' inputs, as before)."""
     receipt = {
         "format": RECEIPT_FORMAT,
@@ -103,4 +105,6 @@ def build_receipt(
     }
     if training:
         receipt["training"] = training
+    if adapter:
+        receipt["unlearning_adapter"] = adapter
     return receipt

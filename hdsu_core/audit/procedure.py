@@ -70,7 +70,21 @@ def procedure_rows(info: Mapping[str, Any]) -> list[dict]:
         rows.append({"label": "Weight precision", "value": str(info["dtype"])})
     rows += _compute_rows(info)
     rows += injection_rows(info)
+    rows += unlearning_adapter_rows(info)
     return rows
+
+
+def unlearning_adapter_rows(info: Mapping[str, Any]) -> list[dict]:
+    """A run that unlearned through LoRA adapters: their rank and size, how many of their elements
+    the method moved, and how many weights the merge changed (what the delta and receipt hold)."""
+    if not info.get("unlearn_lora_r"):
+        return []
+    value = (
+        f"rank {info['unlearn_lora_r']}, {int(info.get('unlearn_adapter_params', 0)):,} adapter parameters "
+        f"({int(info.get('unlearn_adapter_params_changed', 0)):,} moved), "
+        f"{int(info.get('unlearn_merged_weights_changed', 0)):,} weights changed by the merge"
+    )
+    return [{"label": "Unlearning (LoRA)", "value": value}]
 
 
 def injection_rows(info: Mapping[str, Any]) -> list[dict]:

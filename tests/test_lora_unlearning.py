@@ -1,0 +1,131 @@
+"""Unlearning through LoRA adapters (``--lora R``, ``RunConfig.unlearn_lora_r``) on the memorised
+toy model: every method trains only the adapters, the counts are exact (adapter size, adapter
+elements moved, weights changed by the merge), only the adapted matrices change, the receipt and
+the delta hold the merged model, a rerun gives the same weights, and bad ranks are one-line
+refusals before a run row exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_methods import toy  # noqa: F401  (module-scoped toy data set and recipe)
+
+from hdsu_core import audit, lora
+from hdsu_core.artifacts import run_models as RM
+from hdsu_core.artifacts.delta import changed_weights, load_delta
+from hdsu_core.cli import main
+from hdsu_core.engine import RunConfig, check_run_options, prepare_model, run_unlearning
+from hdsu_core.methods import available
+from hdsu_core.progress import no_progress
+from hdsu_core.store import Store
+
+R = 4
+QUICK = {"max_steps": 3, "check_every": 2}
+# HDSU without its repair / settle phases (a few more steps of the same kind); a mask of 5 % of the
+# adapter (the default 0.1 % of a 1-layer toy's adapter would be a handful of elements).
+SETTINGS = {"hdsu": {**QUICK, "repair_steps": 0, "settle_steps": 0, "mask_fraction": 0.05}}
+MASKED = {"hdsu", "grad_diff_masked", "npo_masked"}
+
+
+def _settings(method: str) -> dict:
+    if method in SETTINGS:
+        return SETTINGS[method]
+    return {**QUICK, "mask_fraction": 0.05} if method in MASKED else QUICK
+
+
+def _cfg(toy, method: str, **over) -> RunConfig:  # noqa: F811
+    base = {**toy["cfg"].to_dict(), "method": method, "settings": _settings(method), "device": "cpu"}
+    return RunConfig(**{**base, "n_generations": 0, "unlearn_lora_r": R, **over})
+
+
+def _adapted(model: torch.nn.Module) -> dict[str, int]:
+    """{weight name: elements} of the Linear layers LoRA adapts, and the rank-R adapter size:
+    r * (in + out) per matrix, computed from the layer shapes (not from peft)."""
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and name.split(".")[-1] in lora.LORA_TARGETS:
+            out[f"{name}.weight"] = mod.weight.numel()
+    return out
+
+
+def _adapter_size(model: torch.nn.Module) -> int:
+    return sum(
+        R * (m.in_features + m.out_features)
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and n.split(".")[-1] in lora.LORA_TARGETS
+    )
+
+
+@pytest.fixture(scope="module")
+def original(toy):  # noqa: F811
+    return prepare_model(toy["cfg"], toy["items"], no_progress).model
+
+
+@pytest.mark.parametrize("method", available())
+def test_every_method_unlearns_through_the_adapters_with_exact_counts(toy, original, method):  # noqa: F811
+    result = run_unlearning(_cfg(toy, method))
+    info = result["info"]
+    assert info["unlearn_lora_r"] == R
+    assert info["unlearn_adapter_params"] == _adapter_size(original) == 4 * R * (64 + 64) + 3 * R * (64 + 128)
+    moved = info["unlearn_adapter_params_changed"]
+    assert 0 < moved <= info["unlearn_adapter_params"]
+    if method in MASKED:  # the mask is drawn over the adapter: only its elements may move
+        assert info["mask_size"] == int(0.05 * info["unlearn_adapter_params"])
+        assert moved <= info["mask_size"]
+    # The merged model's changed weights are the run's changed weights, within the adapted matrices.
+    assert 0 < info["unlearn_merged_weights_changed"] == result["changed_weights"] <= sum(_adapted(original).values())
+    assert result["total_weights"] == sum(p.numel() for p in original.parameters())
+
+
+def test_the_receipt_and_delta_hold_the_merged_model_and_a_rerun_is_the_same(toy, original, tmp_path, capsys):  # noqa: F811
+    db = str(tmp_path / "h.duckdb")
+    argv = ["run", "--dataset", toy["cfg"].dataset, "--forget", "anxiety", "--method", "grad_diff", "--lora", str(R)]
+    argv += [f"--inject-set={k}={v}" for k, v in toy["cfg"].recipe.items()]
+    argv += ["--set", "max_steps=3", "--device", "cpu", "--db", db, "--quiet", "--json"]
+    assert main(argv) == 0 and main(argv) == 0
+    capsys.readouterr()
+    store = Store(db)
+    first, second = list(store.list_runs().sort_values("created_at")["run_id"])
+    info = store.get_run(first)["summary"]["info"]
+    rm = RM.get_run_model(store, first)
+    assert rm.receipt["unlearning_adapter"] == {k: info[k] for k in rm.receipt["unlearning_adapter"]}
+    assert set(rm.receipt["unlearning_adapter"]) == {
+        "unlearn_lora_r",
+        "unlearn_adapter_params",
+        "unlearn_adapter_params_changed",
+        "unlearn_merged_weights_changed",
+    }
+    delta, _ = load_delta(Path(rm.files_dir) / RM.DELTA_FILE)
+    assert set(delta) <= set(_adapted(original))  # embeddings, norms and the head never move
+    assert changed_weights(delta) == info["unlearn_merged_weights_changed"] == rm.receipt["delta"]["changed_weights"]
+    rebuilt = RM.materialize(store, first).model.state_dict()  # original + delta, checked against the receipt
+    assert set(rebuilt) == set(original.state_dict())  # a plain model: no peft modules in what is handed back
+    assert RM.get_run_model(store, second).unlearned.root == rm.unlearned.root  # seeded adapters, same weights
+    rows = {r["label"]: r["value"] for r in audit.procedure_rows(info)}
+    assert rows["Unlearning (LoRA)"].startswith(f"rank {R}, {info['unlearn_adapter_params']:,} adapter parameters")
+
+
+def test_the_rank_keys_the_config_hash_only_when_given(toy):  # noqa: F811
+    plain = RunConfig(**{**_cfg(toy, "grad_diff").to_dict(), "unlearn_lora_r": None})
+    assert plain.hash() != _cfg(toy, "grad_diff").hash() != _cfg(toy, "grad_diff", unlearn_lora_r=8).hash()
+    d = plain.to_dict()
+    d.pop("unlearn_lora_r")
+    assert RunConfig.from_dict(d).hash() == plain.hash()  # a run without LoRA hashes as before the option
+
+
+@pytest.mark.parametrize(("rank", "problem"), [(0, "out of range"), (-2, "out of range"), (2.5, "not an integer")])
+def test_a_bad_rank_is_a_one_line_refusal(rank, problem):
+    with pytest.raises(ValueError, match=f"unlearn_lora_r={rank!r} refused: {problem}") as e:
+        check_run_options(RunConfig(forget=["anxiety"], unlearn_lora_r=rank))
+    assert "\n" not in str(e.value) and "an integer >= 1" in str(e.value)
+
+
+def test_cli_refuses_a_bad_rank_before_a_run_row_exists(toy, tmp_path, capsys):  # noqa: F811
+    db = tmp_path / "h.duckdb"
+    argv = ["run", "--dataset", toy["cfg"].dataset, "--forget", "anxiety", "--lora", "0", "--db", str(db), "--quiet"]
+    assert main(argv + ["--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unlearn_lora_r=0 refused") and "\n" not in err
+    assert Store(str(db)).list_runs().empty
