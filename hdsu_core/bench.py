@@ -10,6 +10,7 @@ from hdsu_core.attack_targets import ATTACK_COLUMNS, TARGET_COLUMNS, attack_targ
 from hdsu_core.audit import TARGETS as AUDIT_TARGETS
 from hdsu_core.engine import (
     RunConfig,
+    check_run_options,
     check_settings,
     check_training_options,
     forget_selection,
@@ -178,12 +179,14 @@ def run_bench(
     author: str = "bench",
     worker_pid: int | None = None,
     attacks: Sequence[str] = (),
+    lora_r: int | None = None,
 ) -> list[dict]:
     """``worker_pid``: the process running the bench, recorded on each method's run row so the
     Runs page sees the run alive (and its Cancel reaches the bench). ``recipe``: injection recipe
-    overrides (LoRA rank, DP budget), the same for the retrain reference and the runs."""
+    overrides (LoRA rank, DP budget), the same for the retrain reference and the runs; ``lora_r``:
+    every method unlearns through rank-``lora_r`` LoRA adapters."""
     recipe = dict(recipe or {})
-    check_training_options(RunConfig(forget=[], model=model, inject=inject, recipe=recipe))  # before any work
+    _check_options(model, inject, recipe, lora_r)
     rows = []
     bench_id = time.strftime("b%Y%m%d-%H%M%S") + (f"-s{seed}" if seed else "")
     for ds in datasets:
@@ -219,6 +222,7 @@ def run_bench(
                 recipe=recipe,
                 keep_model=keep_models,
                 attacks=list(attacks),
+                unlearn_lora_r=lora_r,
             )
             if store is not None:
                 run_id = create_run(store, cfg, author=author)
@@ -234,6 +238,13 @@ def run_bench(
             store.save_bench(bench_id, ds, ds_rows)
         rows.extend(ds_rows)
     return rows
+
+
+def _check_options(model: str, inject: bool, recipe: dict, lora_r: int | None) -> None:
+    """The injection options and the unlearning LoRA rank, refused before any work."""
+    check_training_options(RunConfig(forget=[], model=model, inject=inject, recipe=recipe))
+    if lora_r is not None:
+        check_run_options(RunConfig(forget=[], unlearn_lora_r=lora_r))
 
 
 def _retrain_row(cfg: RunConfig, progress: ProgressFn) -> dict:
@@ -267,6 +278,7 @@ def _method_row(cfg: RunConfig, r: dict) -> dict:
         "tokens_per_s": _tokens_per_s(r["info"]),
         "device": r["info"].get("device"),
         **({"settings": cfg.settings} if cfg.settings else {}),
+        **({"lora_r": cfg.unlearn_lora_r} if cfg.unlearn_lora_r else {}),
         **attack_metrics(r),
     }
 

@@ -95,6 +95,14 @@ def _recipe(a) -> dict:
 
 
 def _add_training_flags(x) -> None:
+    x.add_argument(
+        "--lora",
+        type=int,
+        metavar="R",
+        help="unlearn through rank-R LoRA adapters (peft): the method trains only them, they are merged "
+        "into the weights before the probes, the delta and the receipt (a mask fraction then counts adapter "
+        "parameters)",
+    )
     x.add_argument("--inject-lora", type=int, metavar="R", help="inject with rank-R LoRA adapters (peft), merged after")
     x.add_argument(
         "--inject-dp-epsilon", type=float, metavar="EPS", help="inject with DP-SGD (opacus) to this epsilon; needs LoRA"
@@ -230,6 +238,7 @@ def cmd_bench(a) -> int:
             model=a.model,
             inject=a.inject,
             recipe=_training_recipe(a),
+            lora_r=a.lora,
             keep_models=a.keep_models,
             author=cli_actor(store, None),
             attacks=attacks,
@@ -348,14 +357,6 @@ def _add_run(sub) -> None:
         "--gradient-checkpointing",
         action="store_true",
         help="recompute activations in the backward pass (less GPU memory for a large model, slower steps)",
-    )
-    x.add_argument(
-        "--lora",
-        type=int,
-        metavar="R",
-        help="unlearn through rank-R LoRA adapters (peft): the method trains only them, they are merged "
-        "into the weights before the probes, the delta and the receipt (a mask fraction then counts adapter "
-        "parameters)",
     )
     x.add_argument("--author", help="name recorded in the audit trail (default: the OS user; only in demo mode)")
     x.add_argument("--json", action="store_true", help="print the result as JSON")

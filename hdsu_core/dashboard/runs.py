@@ -42,6 +42,18 @@ def key_settings(defaults: Mapping[str, Any], limit: int = 6) -> dict[str, Any]:
 DTYPE_OPTIONS = {"float32": "float32", "bfloat16": "bfloat16 (half memory)"}  # weight precision: value -> label
 
 
+def injection_recipe(lora_r: int | None, dp_epsilon: float | None) -> dict[str, Any]:
+    """The recipe keys of the Unlearn page's injection inputs (0 = off), as ``--inject-lora`` /
+    ``--inject-dp-epsilon`` give them: DP's delta and clip at the CLI's defaults. A DP budget
+    without a rank is passed on, so the launch is refused with the engine's own message."""
+    out: dict[str, Any] = {}
+    if lora_r:
+        out["lora_r"] = int(lora_r)
+    if dp_epsilon:
+        out.update(dp_epsilon=float(dp_epsilon), dp_delta=1e-5, dp_clip=1.0)
+    return out
+
+
 def elapsed_s(run: Mapping[str, Any], now=None) -> float | None:
     """Seconds from start (or creation) to finish (or now); store timestamps are naive UTC."""
     start = run.get("started_at")
