@@ -553,16 +553,11 @@ def _unlearn(
 ) -> _Unlearned:
     """Phase 3: the method edits ``run.model`` in place, against a frozen copy of it; with
     ``unlearn_lora_r`` it trains adapters on it instead, and ``run.model`` becomes the merged model."""
-    ref = clone_model(run.model)
-    for p in ref.parameters():
-        p.requires_grad_(False)
     # Kept on the CPU: on a GPU a second full copy of the weights would cost device memory.
     state_before = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
     method = get_method(cfg.method)
     settings, efficiency_info = _efficiency(cfg, run, method.defaults)
-    trained, adapter_start = run.model, None
-    if cfg.unlearn_lora_r:
-        trained, adapter_start = lora.wrap_for_unlearning(run.model, cfg.unlearn_lora_r, cfg.seed)
+    trained, ref, adapter_start = _trained_and_reference(cfg, run)
     ctx = UnlearnContext(
         model=trained,
         ref_model=ref,
@@ -594,6 +589,19 @@ def _unlearn(
     info["device"] = device_label(run.device)
     info["dtype"] = str(run.dtype).replace("torch.", "")
     return _Unlearned(info, time.time() - t_unlearn, state_before)
+
+
+def _trained_and_reference(cfg: RunConfig, run: _RunInputs) -> tuple[torch.nn.Module, object, dict | None]:
+    """What the method trains, its frozen reference, and the adapters' start values: the model and
+    a frozen copy of it; with ``unlearn_lora_r`` the adapted model and the same model with its
+    adapters off (no copy of the weights: the base is frozen under the adapters)."""
+    if cfg.unlearn_lora_r:
+        adapted, start = lora.wrap_for_unlearning(run.model, cfg.unlearn_lora_r, cfg.seed)
+        return adapted, lora.frozen_reference(adapted), start
+    ref = clone_model(run.model)
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return run.model, ref, None
 
 
 def _merge_adapter(cfg: RunConfig, run: _RunInputs, trained, adapter_start: dict, state_before: dict) -> dict:

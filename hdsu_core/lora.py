@@ -3,6 +3,9 @@ low-rank adapters, count what trains, merge the adapters back into plain weights
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, Iterator
+
 import torch
 
 # The Linear layers of a Llama block (attention, then MLP): the demo / tiny models and SmolLM2.
@@ -62,3 +65,59 @@ def adapter_changed(start: dict[str, torch.Tensor], model: torch.nn.Module) -> i
     """Adapter elements the method moved (a masked method moves only its mask's share of them)."""
     live = dict(model.named_parameters())
     return int(sum((start[n] != live[n].detach().cpu()).sum().item() for n in start))
+
+
+class AdapterOffReference:
+    """The frozen reference of a LoRA unlearning run without a second copy of the weights: the
+    adapted model with its adapters switched off (peft's ``disable_adapter``), in eval mode and
+    without gradients, is exactly the model before unlearning (a Linear's base layer alone). Used
+    where the methods use ``ctx.ref_model``: called like the model, and through its decoder and
+    output layer (``losses.answer_logits``), which are covered too; anything else passes through."""
+
+    def __init__(self, adapted: torch.nn.Module):
+        self._adapted = adapted
+
+    @contextlib.contextmanager
+    def adapters_off(self) -> Iterator[None]:
+        training = self._adapted.training
+        self._adapted.eval()
+        try:
+            with torch.no_grad(), self._adapted.disable_adapter():  # type: ignore[operator]
+                yield
+        finally:
+            self._adapted.train(training)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.adapters_off():
+            return self._adapted(*args, **kwargs)
+
+    def eval(self) -> "AdapterOffReference":  # always evaluated in eval mode; never switches the trained model
+        return self
+
+    def train(self, mode: bool = True) -> "AdapterOffReference":
+        return self
+
+    def get_decoder(self) -> "_OffCall":
+        return _OffCall(self, self._adapted.get_decoder())  # type: ignore[operator]
+
+    def __getattr__(self, name: str) -> Any:  # config, parameters, get_output_embeddings (not adapted)
+        return getattr(self._adapted, name)
+
+
+class _OffCall:
+    """A submodule of the adapted model called with the adapters off."""
+
+    def __init__(self, ref: AdapterOffReference, module: torch.nn.Module):
+        self._ref, self._module = ref, module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._ref.adapters_off():
+            return self._module(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
+def frozen_reference(adapted: torch.nn.Module) -> AdapterOffReference:
+    """The reference a LoRA unlearning run compares against (see ``AdapterOffReference``)."""
+    return AdapterOffReference(adapted)

@@ -6,6 +6,7 @@ refusals before a run row exists."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ from hdsu_core.artifacts import run_models as RM
 from hdsu_core.artifacts.delta import changed_weights, load_delta
 from hdsu_core.bench import run_bench
 from hdsu_core.cli import main
+from hdsu_core.encoding import collate, encode_qa
 from hdsu_core.engine import RunConfig, check_run_options, prepare_model, run_unlearning
+from hdsu_core.lifecycle import create_run, execute_run
+from hdsu_core.losses import answer_logits, token_logprobs
 from hdsu_core.methods import available
 from hdsu_core.progress import no_progress
 from hdsu_core.store import Store
@@ -156,3 +160,49 @@ def test_bench_runs_every_method_through_adapters_and_refuses_a_bad_rank_first(t
         assert summary["info"]["unlearn_lora_r"] == R
         assert 0 < summary["changed_weights"] == summary["info"]["unlearn_merged_weights_changed"]
         assert r["changed_fraction"] == summary["changed_weights"] / summary["total_weights"]
+
+
+def test_the_adapters_off_reference_is_exactly_the_model_before_unlearning(toy, original):  # noqa: F811
+    """A LoRA run's reference is the adapted model with its adapters off (no copy of the weights):
+    called whole or through its decoder and head, it gives the original's numbers bit for bit,
+    without gradients, and leaves the trained model's mode as it was."""
+    base = copy.deepcopy(original).eval()
+    adapted, _ = lora.wrap_for_unlearning(copy.deepcopy(original), R, seed=0)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in (p for p in adapted.parameters() if p.requires_grad):
+            p.add_(0.05 * torch.randn_like(p))  # the adapters have moved, as after some steps
+    ref = lora.frozen_reference(adapted)
+    tok = prepare_model(toy["cfg"], toy["items"], no_progress).tokenizer
+    encs = [encode_qa(tok, it.question, it.answer_text, 64) for it in toy["items"][:8]]
+    ids, att, labels = collate(encs, tok.pad_token_id, "cpu")
+    mask = labels[:, 1:] != -100
+    adapted.train()
+    assert not torch.equal(token_logprobs(adapted, ids, att), token_logprobs(base, ids, att))
+    assert torch.equal(token_logprobs(ref, ids, att), token_logprobs(base, ids, att))
+    assert torch.equal(answer_logits(ref, ids, att, mask), answer_logits(base, ids, att, mask))
+    assert not ref(input_ids=ids, attention_mask=att).logits.requires_grad
+    assert adapted.training and ref.eval() is ref and adapted.training
+
+
+def test_a_run_with_the_adapters_off_reference_equals_one_with_a_frozen_copy(toy, tmp_path, monkeypatch):  # noqa: F811
+    store = Store(tmp_path / "h.duckdb")
+
+    def run(method: str) -> dict:
+        run_id = create_run(store, _cfg(toy, method), author="tester")
+        execute_run(store, run_id, executor="test")
+        return {"root": RM.get_run_model(store, run_id).unlearned.root, **store.get_run(run_id)["summary"]}
+
+    shared = {m: run(m) for m in ("npo", "hdsu")}
+
+    def frozen_copy(adapted):
+        ref = copy.deepcopy(adapted)  # adapters at their start (B = 0): the original's outputs
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
+    monkeypatch.setattr(lora, "frozen_reference", frozen_copy)
+    for method, a in shared.items():
+        b = run(method)
+        assert a["root"] == b["root"], method  # the very same unlearned weights
+        assert a["forget_acc_after"] == b["forget_acc_after"] and a["mia_auc"] == b["mia_auc"]

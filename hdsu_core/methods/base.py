@@ -40,7 +40,7 @@ class Cancelled(Exception):
 @dataclass
 class UnlearnContext:
     model: torch.nn.Module  # edited in place
-    ref_model: torch.nn.Module  # frozen copy of the model before unlearning
+    ref_model: Any  # the model before unlearning, frozen: a copy, or the LoRA-adapted model with its adapters off
     tok: Any  # a Hugging Face tokenizer
     forget: Sequence[QAItem]
     retain: Sequence[QAItem]
