@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 from hdsu_core import paths
 from hdsu_core.bench import method_settings, run_bench
 from hdsu_core.compute import ModelError, resolve_compute
+from hdsu_core.engine import RunConfig, check_run_options
 from hdsu_core.jobs import pid_alive
 from hdsu_core.lifecycle import failure_reason
 from hdsu_core.methods import available
@@ -84,10 +85,12 @@ def bench_config(
     device: str = "auto",
     dtype: str = "float32",
     model: str = "demo",
+    lora_r: int | None = None,
 ) -> dict:
     """A checked bench configuration: what ``bench`` on the command line refuses (no dataset, an
-    unknown method, a setting no method has, a device that is not there) raises ``ValueError`` here,
-    before any job exists. ``forget`` empty: each dataset's default selection."""
+    unknown method, a setting no method has, a device that is not there, a bad LoRA rank) raises
+    ``ValueError`` here, before any job exists. ``forget`` empty: each dataset's default selection;
+    ``lora_r``: every method unlearns through rank-``lora_r`` LoRA adapters (``bench --lora``)."""
     if not datasets:
         raise ValueError("pick at least one dataset")
     if not methods:
@@ -102,6 +105,8 @@ def bench_config(
         resolve_compute(device, dtype)
     except ModelError as e:
         raise ValueError(str(e)) from None
+    if lora_r is not None:
+        check_run_options(RunConfig(forget=[], unlearn_lora_r=lora_r))
     return {
         "datasets": list(datasets),
         "methods": list(methods),
@@ -113,6 +118,7 @@ def bench_config(
         "device": device,
         "dtype": dtype,
         "model": model,
+        "lora_r": lora_r,
     }
 
 
@@ -284,6 +290,7 @@ def worker_main(job_id: str) -> int:
                 device=cfg["device"],
                 dtype=cfg["dtype"],
                 model=cfg["model"],
+                lora_r=cfg.get("lora_r"),  # absent in jobs written before the option
                 worker_pid=os.getpid(),
                 author=job.get("author") or "bench",
             )

@@ -32,11 +32,19 @@ def _launch_form() -> None:
             format_func=options.get,
             key="bench_forget",
         )
-        c, d, e, f = st.columns(4)
+        c, d, e, g, f = st.columns(5)
         seeds = c.text_input("Seeds", value="0", help="comma separated, e.g. 0,1,2: a bench per seed", key="bench_seed")
         limit = d.number_input("Item limit (0: all)", min_value=0, value=0, step=100, key="bench_limit")
         devices = available_devices()
         device = e.selectbox("Device", list(devices), format_func=devices.get, key="bench_device")
+        lora_r = g.number_input(
+            "Unlearning LoRA rank (0: off)",
+            min_value=0,
+            value=0,
+            step=4,
+            key="bench_lora_r",
+            help="Every method trains rank-R LoRA adapters only, merged into the weights before the probes",
+        )
         retrain = f.checkbox("Retrain reference", value=True, key="bench_retrain")
         st.caption(f"Launching as **{_ui.actor()}**. Each method's run also appears on the Runs page.")
         go = st.form_submit_button("Launch benchmark", type="primary", icon="🚀", disabled=bool(_ui.refusal("launch")))
@@ -50,6 +58,7 @@ def _launch_form() -> None:
                 retrain=retrain,
                 limit=int(limit) or None,
                 device=device,
+                lora_r=int(lora_r) or None,
             )
             ss["bench_launched"] = bench_jobs.launch(cfg, store=store, author=_ui.actor())
         except (ValueError, OSError) as err:

@@ -123,7 +123,8 @@ def hdsu(label: str, *args: str, env: dict) -> str:
 
 def runs(dev: str, smoke: bool, home: Path, gguf: str | None) -> None:
     """Injection on the demo base (the demo model), one hdsu and one grad_diff run on it
-    (``bench``: step time and tokens/s of both) and, on a GPU, SmolLM2 injected and unlearned.
+    (``bench``: step time and tokens/s of both) and, on a GPU, SmolLM2 injected and unlearned, on
+    all weights and (DP-LoRA injection, LoRA unlearning) through adapters.
     The smoke keeps the cached demo model of var/ (a cache hit) and runs 3 steps per method."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HDSU_RUN_MODELS": str(home / "runs")}
     db = ["--db", str(home / "gpu_check.duckdb")]
@@ -141,6 +142,11 @@ def runs(dev: str, smoke: bool, home: Path, gguf: str | None) -> None:
         r = json.loads(out)
         keys = ("forget_acc_before", "forget_acc_after", "retain_acc_after", "unlearn_seconds", "changed_weights")
         say("smollm2 run", **{k: r.get(k) for k in keys})
+        # The paper's setting: DP-LoRA injection (epsilon 4), then hdsu through rank-8 adapters.
+        lora = [*run, "--inject-lora", "8", "--inject-dp-epsilon", "4", "--lora", "8", "--set", "mask_fraction=0.01"]
+        r = json.loads(hdsu("smollm2 DP-LoRA injection + LoRA hdsu run", *lora, "--json", *db, env=env))
+        lora_keys = ("unlearn_adapter_params", "unlearn_adapter_params_changed", "unlearn_merged_weights_changed")
+        say("smollm2 lora run", **{k: r.get(k) for k in keys + lora_keys})
 
 
 def main() -> int:

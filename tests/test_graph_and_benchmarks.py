@@ -372,11 +372,13 @@ def test_bench_progress_counts_units_and_cancels():
 
 def test_bench_config_refuses_before_any_job(home):
     ok = bench_jobs.bench_config(["demo"], ["hdsu", "npo"], seeds=[0, 1], settings={"mask_fraction": 0.01})
-    assert ok["seeds"] == [0, 1] and bench_jobs.units(ok) == 2 * (2 + 1)
+    assert ok["seeds"] == [0, 1] and bench_jobs.units(ok) == 2 * (2 + 1) and ok["lora_r"] is None
+    assert bench_jobs.bench_config(["demo"], ["npo"], lora_r=8)["lora_r"] == 8
     for kwargs, msg in [
         (dict(datasets=[], methods=["hdsu"]), "dataset"),
         (dict(datasets=["demo"], methods=["nope"]), "unknown method"),
         (dict(datasets=["demo"], methods=["npo"], settings={"mask_fraction": 0.01}), "mask_fraction"),
+        (dict(datasets=["demo"], methods=["npo"], lora_r=0), "unlearn_lora_r=0 refused"),
     ]:
         with pytest.raises(ValueError, match=msg):
             bench_jobs.bench_config(kwargs.pop("datasets"), kwargs.pop("methods"), **kwargs)
@@ -523,6 +525,17 @@ def test_benchmarks_page_launches_a_bench_worker_with_progress(home, store):
     assert list(at.dataframe[0].value["method"]) == ["grad_ascent"]
     events = store.audit_events()
     assert {"launch_bench", "bench_done"} <= set(events["action"])
+
+
+def test_benchmarks_page_passes_the_unlearning_lora_rank_to_the_job(home, store, monkeypatch):
+    launched: list = []
+    monkeypatch.setattr(bench_jobs, "launch", lambda cfg, store, author: launched.append(cfg) or "bench-lora")
+    at = app("benchmarks", {"actor": "tester", "forget_selection": ["anxiety"]})
+    at.button(key="FormSubmitter:bench_form-Launch benchmark").click().run()
+    assert launched[-1]["lora_r"] is None  # 0: off
+    at.number_input(key="bench_lora_r").set_value(8)
+    at.button(key="FormSubmitter:bench_form-Launch benchmark").click().run()
+    assert not at.exception and launched[-1]["lora_r"] == 8 and at.session_state["bench_launched"] == "bench-lora"
 
 
 def test_compare_runs_page_three_runs(store):
