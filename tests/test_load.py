@@ -193,7 +193,8 @@ def test_an_app_restart_mid_run_reattaches_to_the_worker(live):
                 if len(set(seen)) > 1:
                     break
             await page.get_by_role("button", name=re.compile("Cancel")).first.click()
-            await page.get_by_text("No active runs.").wait_for(timeout=60_000)
+            # .first: while the live fragment redraws, the old and the new caption can both be on the page.
+            await page.get_by_text("No active runs.").first.wait_for(timeout=60_000)
             await browser.close()
             return seen
 
