@@ -340,6 +340,7 @@ def format_table(rows: list[dict]) -> str:
     rows = [
         {
             **r,
+            "method": r["method"] + (f" (LoRA r{r['lora_r']})" if r.get("lora_r") else ""),
             "mia_ci": None
             if r.get("mia_auc_ci_low") is None
             else f"{r['mia_auc_ci_low']:.2f}-{r['mia_auc_ci_high']:.2f}",

@@ -16,8 +16,9 @@ from test_methods import toy  # noqa: F401  (module-scoped toy data set and reci
 from hdsu_core import audit, lora
 from hdsu_core.artifacts import run_models as RM
 from hdsu_core.artifacts.delta import changed_weights, load_delta
-from hdsu_core.bench import run_bench
+from hdsu_core.bench import format_table, run_bench
 from hdsu_core.cli import main
+from hdsu_core.dashboard.bench_view import bench_frame
 from hdsu_core.encoding import collate, encode_qa
 from hdsu_core.engine import RunConfig, check_run_options, prepare_model, run_unlearning
 from hdsu_core.lifecycle import create_run, execute_run
@@ -155,6 +156,12 @@ def test_bench_runs_every_method_through_adapters_and_refuses_a_bad_rank_first(t
         lora_r=R,
     )
     assert [r["lora_r"] for r in rows] == [R, R]
+    assert "grad_diff (LoRA r4)" in format_table(rows) and "npo (LoRA r4)" in format_table(rows)
+    stored = bench_frame(store.bench_results())  # the Benchmarks page: a LoRA bench is its own entry
+    assert set(stored["method"]) == {
+        "grad_diff (LoRA r4, check_every=2, max_steps=3)",
+        "npo (LoRA r4, check_every=2, max_steps=3)",
+    }
     for r in rows:
         summary = store.get_run(r["run_id"])["summary"]
         assert summary["info"]["unlearn_lora_r"] == R
