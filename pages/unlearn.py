@@ -244,7 +244,8 @@ with st.expander("Split and compute settings"):
         step=4,
         key="unlearn_lora_r",
         help="The method trains rank-R LoRA adapters only; they are merged into the weights before the "
-        "probes, the delta and the receipt. A mask fraction then counts adapter parameters",
+        "probes, the delta and the receipt. A mask fraction then counts adapter parameters: for hdsu, "
+        "mask_fraction 1 and step_norm 1 are the starting point measured on a toy (docs/method.md, LoRA unlearning)",
     )
     p4.multiselect(
         "Is it really gone? attacks after the run",
