@@ -583,7 +583,7 @@ def _unlearn(
         if efficiency_info["gradient_checkpointing"]:
             efficiency.disable_checkpointing(run.model)
     if adapter_start is not None:
-        info.update(_merge_adapter(cfg, run, trained, adapter_start, state_before))
+        info.update(_merge_adapter(cfg, run, trained, adapter_start))
     info.update(efficiency_info)
     info.update(training_info(run.bundle.meta))  # LoRA rank / DP budget of the injection, when used
     info["device"] = device_label(run.device)
@@ -604,17 +604,17 @@ def _trained_and_reference(cfg: RunConfig, run: _RunInputs) -> tuple[torch.nn.Mo
     return run.model, ref, None
 
 
-def _merge_adapter(cfg: RunConfig, run: _RunInputs, trained, adapter_start: dict, state_before: dict) -> dict:
+def _merge_adapter(cfg: RunConfig, run: _RunInputs, trained, adapter_start: dict) -> dict:
     """Merge the unlearning adapters into ``run.model`` (the probes, the diff, the receipt and the
-    export see plain weights) and return what changed, exactly: the adapter's size, the adapter
-    elements the method moved, and the weights of the merged model that differ from the original."""
+    export see plain weights) and return what changed, exactly: the adapter's size and the adapter
+    elements the method moved. The weights the merge changed come from the run's own diff
+    (``_probe_after``)."""
     moved = lora.adapter_changed(adapter_start, trained)
     run.model = lora.merge(trained)
     return {
         "unlearn_lora_r": cfg.unlearn_lora_r,
         "unlearn_adapter_params": sum(t.numel() for t in adapter_start.values()),
         "unlearn_adapter_params_changed": moved,
-        "unlearn_merged_weights_changed": lora.weights_changed(state_before, run.model),
     }
 
 
@@ -642,6 +642,8 @@ def _probe_after(run: _RunInputs, before: _ProbeBefore, unlearned: _Unlearned, p
     generations = generate(run.model, run.tok, [it.question for it in before.gen_items])
     live = run.model.state_dict()
     changed, total = M.changed_fraction(unlearned.state_before, live, skip=tied_aliases(live))
+    if "unlearn_lora_r" in unlearned.info:  # the merged model's changed weights are this diff's, not a second one
+        unlearned.info["unlearn_merged_weights_changed"] = changed
     return _ProbeAfter(scores, ppl, generations, changed, total)
 
 
