@@ -138,6 +138,7 @@ def cmd_run(a) -> int:
         autocast=not a.no_autocast,
         gradient_checkpointing=a.gradient_checkpointing,
         unlearn_lora_r=a.lora,
+        fsdp=a.fsdp,
     )
     check_settings(cfg.method, cfg.settings)  # a bad --set fails before the database is opened
     store = _store(a.db)
@@ -349,6 +350,12 @@ def _add_run(sub) -> None:
         default="auto",
         help="data-parallel processes through torchrun (gloo on the CPU, one GPU each on CUDA); "
         "auto (default): one per GPU when the run computes on several GPUs, else 1",
+    )
+    x.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="with --lora R and --processes N >= 2: shard the frozen base over the processes (FSDP2), "
+        "for a model that does not fit one device; every process computes the whole batch",
     )
     x.add_argument(
         "--no-autocast", action="store_true", help="no bfloat16 autocast of the forward passes on a CUDA GPU"

@@ -6,7 +6,12 @@ the one-process run computes, and takes the same step. Only rank 0 writes result
 
 Without ``torchrun`` (``WORLD_SIZE`` unset or 1) every function is a no-op: one process, the
 whole batch. The losses are written as "sum over this rank's rows / rows of the whole batch", so
-the all-reduced SUM is the one-process mean (``shard_mean``)."""
+the all-reduced SUM is the one-process mean (``shard_mean``).
+
+A run with a sharded base (``--fsdp``, sharding.py) sets ``replicate_data``: every process then
+computes the whole batch (each holds only its shard of the weights, so every forward pass is a
+collective that all of them must make in the same order), and the data helpers behave as in one
+process; ``any_rank`` stays a collective and ``is_main`` stays per rank."""
 
 from __future__ import annotations
 
@@ -21,6 +26,9 @@ import torch.distributed as tdist
 # A rank that waits longer than this in a collective fails (instead of the 30-minute default):
 # a crashed peer must not keep the run "running" for half an hour.
 COLLECTIVE_TIMEOUT_S = 600
+
+# True in a run whose processes all compute the whole batch (a sharded base, sharding.py).
+_replicated = False
 
 
 def launched() -> bool:
@@ -49,6 +57,25 @@ def world() -> int:
     return tdist.get_world_size() if active() else 1
 
 
+def replicate_data(flag: bool) -> None:
+    """Every process computes the whole batch (True) or its rows of it (False, the default)."""
+    global _replicated
+    _replicated = flag
+
+
+def splits_data() -> bool:
+    """Whether the processes split each batch by rows (a data-parallel run) and sum their parts."""
+    return active() and not _replicated
+
+
+def _data_world() -> int:
+    return world() if splits_data() else 1
+
+
+def _data_rank() -> int:
+    return rank() if splits_data() else 0
+
+
 def rank() -> int:
     return tdist.get_rank() if active() else 0
 
@@ -69,6 +96,7 @@ def init(device: torch.device) -> None:
 
 
 def close() -> None:
+    replicate_data(False)
     if active():
         tdist.destroy_process_group()
 
@@ -88,26 +116,26 @@ def shard_bounds(n: int, ranks: int, r: int) -> tuple[int, int]:
 
 def shard(rows: Any) -> Any:
     """This rank's rows of a batch (all of them in one process): a list or a tensor of row indices."""
-    start, stop = shard_bounds(len(rows), world(), rank())
+    start, stop = shard_bounds(len(rows), _data_world(), _data_rank())
     return rows[start:stop]
 
 
 def mine(i: int) -> bool:
     """Whether micro-batch number ``i`` of a loop is this rank's (round robin)."""
-    return i % world() == rank()
+    return i % _data_world() == _data_rank()
 
 
 def shard_mean(values: torch.Tensor, n_total: int) -> torch.Tensor:
     """This rank's share of the mean over a whole batch of ``n_total`` rows: the plain mean in
     one process, else the sum of this rank's rows / ``n_total`` (the ranks' shares add up to it)."""
-    if not active():
+    if not splits_data():
         return values.mean()
     return values.sum() / max(n_total, 1)
 
 
 def all_sum_(t: torch.Tensor) -> torch.Tensor:
-    """Add ``t`` over the ranks, in place (NCCL needs it on the GPU: it is); returns ``t``."""
-    if active():
+    """Add ``t`` over the ranks' parts, in place (NCCL needs it on the GPU: it is); returns ``t``."""
+    if splits_data():
         tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
     return t
 
@@ -115,7 +143,7 @@ def all_sum_(t: torch.Tensor) -> torch.Tensor:
 def all_sum_grads_(params: Sequence[torch.nn.Parameter]) -> None:
     """DDP's gradient all-reduce, as one flat buffer (a missing gradient counts as 0), summed:
     each rank's loss is already its share of the whole batch's mean."""
-    if not active():
+    if not splits_data():
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = all_sum_(torch.cat([g.reshape(-1) for g in grads]))
@@ -131,12 +159,13 @@ def any_rank(flag: bool) -> bool:
     if not active():
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
-    return bool(all_sum_(t).item() > 0)
+    tdist.all_reduce(t, op=tdist.ReduceOp.SUM)  # a collective also when the data is replicated
+    return bool(t.item() > 0)
 
 
 def union(values: set[int]) -> set[int]:
-    """The union of every rank's set."""
-    if not active():
+    """The union of every rank's set (of its part of the work)."""
+    if not splits_data():
         return values
     gathered: list[set[int] | None] = [None] * world()
     tdist.all_gather_object(gathered, values)

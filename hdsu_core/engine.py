@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from hdsu_core import distributed, efficiency, lora, paths
+from hdsu_core import distributed, efficiency, lora, paths, sharding
 from hdsu_core import metrics as M
 from hdsu_core.artifacts.receipt import hierarchy_sha256, receipt_sha256
 from hdsu_core.artifacts.run_models import materialize, record_run_model
@@ -85,6 +85,7 @@ class RunConfig:
     autocast: bool = True  # bfloat16 autocast of the method's forward passes on a CUDA GPU (no-op on the CPU)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30 % slower)
     unlearn_lora_r: int | None = None  # the method trains rank-R LoRA adapters (peft), merged before the probes
+    fsdp: bool = False  # with unlearn_lora_r and processes > 1: the frozen base sharded over them (sharding.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +100,7 @@ class RunConfig:
         if not d["attacks"]:  # a run without attacks hashes as before they existed
             d.pop("attacks")
         d.pop("processes", None)  # one process or several compute the same result
+        d.pop("fsdp", None)  # ... and so does a sharded base
         for key, default in (("autocast", True), ("gradient_checkpointing", False), ("unlearn_lora_r", None)):
             if d.get(key) == default:  # hashes as before these options existed
                 d.pop(key)
@@ -318,6 +320,8 @@ def check_run_options(cfg: RunConfig) -> None:
             raise ValueError(
                 f"processes={cfg.processes} refused: one GPU per process, torch sees {torch.cuda.device_count()}"
             )
+    if cfg.fsdp:
+        check_sharded_options(cfg)
     unknown = sorted(set(cfg.recipe or {}) - set(INJECT_RECIPE) - set(DEMO_RECIPE) - set(TRAINING_KEYS))
     if unknown:
         known = ", ".join(sorted([*INJECT_RECIPE, *TRAINING_KEYS]))
@@ -325,6 +329,19 @@ def check_run_options(cfg: RunConfig) -> None:
     check_training_options(cfg)
     if not isinstance(cfg.forget, list) or not all(isinstance(c, str) for c in cfg.forget):
         raise ValueError(f"forget must be a list of concept ids, not {cfg.forget!r}")
+
+
+def check_sharded_options(cfg: RunConfig) -> None:
+    """A sharded base (``fsdp``) is frozen under LoRA adapters and spread over several processes;
+    what needs the whole model in one process (the attacks) is refused up front."""
+    if not cfg.unlearn_lora_r:
+        raise ValueError("fsdp refused without LoRA unlearning: the sharded base is frozen; add --lora R")
+    if cfg.processes < 2:
+        raise ValueError(f"fsdp refused with processes={cfg.processes}: sharding needs at least 2 processes")
+    if cfg.attacks:
+        raise ValueError("fsdp refused with attacks: they need the whole model in one process; run without --fsdp")
+    if cfg.gradient_checkpointing:
+        raise ValueError("fsdp refused with gradient checkpointing: not supported together yet")
 
 
 # The LoRA / DP-SGD options of the injection (recipe keys, --inject-lora / --inject-dp-*).
@@ -414,6 +431,7 @@ class _RunInputs:
     max_len: int
     device: torch.device
     dtype: torch.dtype
+    shards: sharding.ShardedBase | None = None  # a sharded base (cfg.fsdp): the model is the adapted, sharded one
 
 
 @dataclass
@@ -472,9 +490,11 @@ def run_unlearning(
         store.update_run(run_id, model_hash=run.bundle.model_hash, config_hash=cfg.hash())
     before = _probe_before(cfg, run, progress)
     unlearned = _unlearn(cfg, run, before, progress, should_cancel)
-    if not distributed.is_main():  # the other ranks' part ends with the method: rank 0 probes, attacks, writes
+    # The other ranks' part ends with the method (rank 0 probes, attacks, writes), or with the
+    # probes of a sharded model, which every process computes.
+    after = _probe_after(run, before, unlearned, progress) if distributed.is_main() or run.shards else None
+    if after is None:
         return {"run_id": run_id, "method": cfg.method, "info": unlearned.info}
-    after = _probe_after(run, before, unlearned, progress)
     summary = _run_summary(run, before, after, unlearned, t0)
     summary.update(_attack(cfg, run, before, after, unlearned, progress))  # after the run's own time
     result = {
@@ -515,9 +535,27 @@ def _prepare_inputs(
     progress("load", 0.0, f"forget {len(split.forget)}, retain {len(split.retain)}, holdout {len(split.holdout)}")
     with distributed.main_first():  # rank 0 builds / caches the model, the others load it
         bundle = _start_model(cfg, store, items, progress, device, dtype)
-    model, tok = bundle.model.to(device=device, dtype=dtype), bundle.tokenizer
+    tok, max_len = bundle.tokenizer, probe_max_len(bundle)
+    if cfg.fsdp:
+        model, shards = _shard_base(cfg, bundle.model.to(dtype=dtype), device, progress)
+        return _RunInputs(hierarchy, forget, split, bundle, model, tok, max_len, device, dtype, shards)
+    model = bundle.model.to(device=device, dtype=dtype)
     progress("load", 0.0, f"model {bundle.name} on {device_label(device)}, {cfg.dtype}")
-    return _RunInputs(hierarchy, forget, split, bundle, model, tok, probe_max_len(bundle), device, dtype)
+    return _RunInputs(hierarchy, forget, split, bundle, model, tok, max_len, device, dtype)
+
+
+def _shard_base(
+    cfg: RunConfig, model: torch.nn.Module, device: torch.device, progress: ProgressFn
+) -> tuple[torch.nn.Module, sharding.ShardedBase]:
+    """A sharded run's model: the unlearning adapters put on first (so they stay out of the
+    shards; while B is 0 the adapted model computes exactly what the model does), then the base
+    sharded over the processes. Rank 0 keeps a plain copy of the original on its CPU."""
+    skeleton = clone_model(model).cpu() if distributed.is_main() else None
+    before = {k: v.detach().clone() for k, v in skeleton.state_dict().items()} if skeleton is not None else {}
+    adapted, start = lora.wrap_for_unlearning(model, int(cfg.unlearn_lora_r or 0), cfg.seed)
+    held = sharding.shard(adapted, device)
+    progress("load", 0.0, f"base sharded over {distributed.world()} processes: {held:,} weights on this one")
+    return adapted, sharding.ShardedBase(skeleton, before, start, held)
 
 
 def _start_model(cfg: RunConfig, store, items, progress: ProgressFn, device, dtype) -> ModelBundle:
@@ -554,7 +592,7 @@ def _unlearn(
     """Phase 3: the method edits ``run.model`` in place, against a frozen copy of it; with
     ``unlearn_lora_r`` it trains adapters on it instead, and ``run.model`` becomes the merged model."""
     # Kept on the CPU: on a GPU a second full copy of the weights would cost device memory.
-    state_before = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
+    state_before = _state_before(run)
     method = get_method(cfg.method)
     settings, efficiency_info = _efficiency(cfg, run, method.defaults)
     trained, ref, adapter_start = _trained_and_reference(cfg, run)
@@ -595,6 +633,8 @@ def _trained_and_reference(cfg: RunConfig, run: _RunInputs) -> tuple[torch.nn.Mo
     """What the method trains, its frozen reference, and the adapters' start values: the model and
     a frozen copy of it; with ``unlearn_lora_r`` the adapted model and the same model with its
     adapters off (no copy of the weights: the base is frozen under the adapters)."""
+    if run.shards is not None:  # adapted and sharded when loaded
+        return run.model, lora.frozen_reference(run.model), run.shards.adapter_start
     if cfg.unlearn_lora_r:
         adapted, start = lora.wrap_for_unlearning(run.model, cfg.unlearn_lora_r, cfg.seed)
         return adapted, lora.frozen_reference(adapted), start
@@ -610,12 +650,25 @@ def _merge_adapter(cfg: RunConfig, run: _RunInputs, trained, adapter_start: dict
     elements the method moved. The weights the merge changed come from the run's own diff
     (``_probe_after``)."""
     moved = lora.adapter_changed(adapter_start, trained)
-    run.model = lora.merge(trained)
-    return {
+    if run.shards is None:
+        run.model = lora.merge(trained)
+    else:  # merged shard by shard; the whole model is gathered after the probes (_probe_after)
+        sharding.merge_into_shards(trained)
+    info = {
         "unlearn_lora_r": cfg.unlearn_lora_r,
         "unlearn_adapter_params": sum(t.numel() for t in adapter_start.values()),
         "unlearn_adapter_params_changed": moved,
     }
+    if run.shards is not None:
+        info.update(fsdp=True, weights_per_process=run.shards.local_elements)
+    return info
+
+
+def _state_before(run: _RunInputs) -> dict[str, torch.Tensor]:
+    """The original weights on the CPU (a sharded run's were kept when it was loaded)."""
+    if run.shards is not None:
+        return run.shards.state_before
+    return {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
 
 
 def _efficiency(cfg: RunConfig, run: _RunInputs, defaults: dict) -> tuple[dict, dict]:
@@ -634,12 +687,20 @@ def _efficiency(cfg: RunConfig, run: _RunInputs, defaults: dict) -> tuple[dict, 
     return settings, info
 
 
-def _probe_after(run: _RunInputs, before: _ProbeBefore, unlearned: _Unlearned, progress: ProgressFn) -> _ProbeAfter:
-    """Phase 4: probe the edited model exactly as the original was probed."""
+def _probe_after(
+    run: _RunInputs, before: _ProbeBefore, unlearned: _Unlearned, progress: ProgressFn
+) -> _ProbeAfter | None:
+    """Phase 4: probe the edited model exactly as the original was probed. A sharded model is
+    probed by every process and then gathered whole into rank 0's copy (None on the others)."""
     progress("probe_after", 0.9, "probing after")
     scores = probe_all(run.model, run.tok, run.split, run.max_len)
     ppl = perplexity(run.model, run.tok, before.neutral, max_len=run.max_len)
     generations = generate(run.model, run.tok, [it.question for it in before.gen_items])
+    if run.shards is not None:
+        gathered = sharding.gather_into(run.model, run.shards.skeleton)
+        if gathered is None:
+            return None
+        run.model = gathered
     live = run.model.state_dict()
     changed, total = M.changed_fraction(unlearned.state_before, live, skip=tied_aliases(live))
     if "unlearn_lora_r" in unlearned.info:  # the merged model's changed weights are this diff's, not a second one

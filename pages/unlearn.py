@@ -232,6 +232,12 @@ with st.expander("Split and compute settings"):
         help="Data-parallel processes through torchrun: one per GPU on CUDA, or several on a CPU; "
         "the result is the one-process result",
     )
+    p1.checkbox(
+        "Shard the base (FSDP)",
+        key="fsdp",
+        help="With 2+ processes and a LoRA rank: the frozen base is sharded over the processes (FSDP2) "
+        "for a model that does not fit one device; every process computes the whole batch",
+    )
     p2.checkbox(
         "Gradient checkpointing",
         key="gradient_checkpointing",
@@ -268,6 +274,8 @@ if split is not None and not split.forget:
     problems.append("the selection matches no trained-on items")
 if data_error:
     problems.append("fix the dataset")
+if ss.get("fsdp") and (int(ss.get("processes", 1)) < 2 or not ss.get("unlearn_lora_r")):
+    problems.append("sharding the base (FSDP) needs 2 or more processes and a LoRA rank")
 no_launch = _ui.refusal("launch")
 if no_launch:
     problems.append(no_launch)
@@ -312,6 +320,7 @@ if st.button("Launch unlearning run", type="primary", icon="🚀", disabled=bool
         gradient_checkpointing=bool(ss.get("gradient_checkpointing", False)),
         attacks=list(ss.get("attacks") or []),
         unlearn_lora_r=int(ss.get("unlearn_lora_r") or 0) or None,
+        fsdp=bool(ss.get("fsdp", False)),
     )
     try:
         rid = jobs.launch(cfg, store=store, author=_ui.actor())

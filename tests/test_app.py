@@ -437,6 +437,25 @@ def test_unlearn_lora_choices_reach_the_launched_config(home, monkeypatch):
     assert cfg.recipe == {"lora_r": 8, "dp_epsilon": 4.0, "dp_delta": 1e-5, "dp_clip": 1.0}
 
 
+def test_unlearn_fsdp_choice_needs_processes_and_a_lora_rank(home, monkeypatch):
+    """'Shard the base (FSDP)' is off by default; checked alone it blocks the launch with what it
+    needs; with 2 processes and a LoRA rank it reaches the launched config (the sharded run itself:
+    test_distributed.py)."""
+    launched: list = []
+    monkeypatch.setattr(jobs, "launch", lambda cfg, store, author: launched.append(cfg) or "r-fsdp")
+    at = app("unlearn", {"forget_selection": ["anxiety"]})
+    assert at.checkbox(key="fsdp").value is False
+    at.checkbox(key="fsdp").check().run()
+    assert any("needs 2 or more processes and a LoRA rank" in i.value for i in at.info)
+    assert at.button(key="launch").disabled
+    at.number_input(key="processes").set_value(2).run()
+    at.number_input(key="unlearn_lora_r").set_value(4).run()
+    assert not any("FSDP" in i.value for i in at.info) and not at.button(key="launch").disabled
+    at.button(key="launch").click().run()
+    cfg = launched[-1]
+    assert not at.exception and cfg.fsdp and cfg.processes == 2 and cfg.unlearn_lora_r == 4
+
+
 def test_unlearn_offers_every_attack_off_by_default(home):
     from hdsu_core.attacks import available as attacks_available
 

@@ -61,6 +61,17 @@ def test_processes_is_checked_and_does_not_change_the_config_hash():
     for bad in (0, -1, 65, 1.5):
         with pytest.raises(ValueError, match="processes="):
             check_run_options(RunConfig(forget=["anxiety"], processes=bad))
+    assert RunConfig(forget=["anxiety"], processes=2, unlearn_lora_r=4, fsdp=True).hash() == (
+        RunConfig(forget=["anxiety"], unlearn_lora_r=4).hash()
+    )
+    for bad, message in (
+        ({"processes": 2}, "fsdp refused without LoRA unlearning"),
+        ({"unlearn_lora_r": 4}, "fsdp refused with processes=1"),
+        ({"processes": 2, "unlearn_lora_r": 4, "attacks": ["quant"]}, "fsdp refused with attacks"),
+        ({"processes": 2, "unlearn_lora_r": 4, "gradient_checkpointing": True}, "fsdp refused with gradient"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            check_run_options(RunConfig(forget=["anxiety"], fsdp=True, **bad))
     cmd = torchrun_command("r1", "/tmp/x.duckdb", 2)
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     assert cmd[5:] == ["-m", "hdsu_core", "worker", "r1", "--db", "/tmp/x.duckdb"]
@@ -106,6 +117,40 @@ def test_two_gloo_processes_match_one_process(toy, tmp_path, method, lora_r):  #
     rows = {r["label"]: r["value"] for r in audit.procedure_rows(sb["info"])}  # the report says how it ran
     assert rows["Processes"] == "2 (data-parallel, torchrun)"
     assert "Processes" not in {r["label"] for r in audit.procedure_rows(sa["info"])}
+
+
+@pytest.mark.parametrize("method", ["hdsu", "npo"])
+def test_a_sharded_base_over_two_processes_matches_the_one_process_lora_run(toy, tmp_path, method):  # noqa: F811
+    """--fsdp: the frozen base sharded over two gloo processes (FSDP2), the LoRA adapters in every
+    process. Each process holds about half the weights, and the run is the one-process LoRA run:
+    the same mask, metrics, probes and merged model, gathered whole into rank 0's receipt and delta."""
+    store = Store(tmp_path / "h.duckdb")
+    settings = SETTINGS.get(method, {"max_steps": 3, "check_every": 2})
+    base = {**_base(toy, "hdsu"), "method": method, "settings": settings, "unlearn_lora_r": 4}
+    one = create_run(store, RunConfig(**base), author="tester")
+    execute_run(store, one, executor="test")
+    two = create_run(store, RunConfig(**{**base, "processes": 2, "fsdp": True}), author="tester")
+    assert jobs.worker_main(two, str(store.path)) == 0
+    a, b = store.get_run(one), store.get_run(two)
+    assert b["status"] == RunStatus.DONE, b["error"]
+    sa, sb = a["summary"], b["summary"]
+    assert {k: sa[k] for k in SAME_METRICS} == {k: sb[k] for k in SAME_METRICS}
+    assert sa["changed_weights"] > 0 and b["config_hash"] == a["config_hash"]
+    assert sb["info"]["fsdp"] is True and "fsdp" not in sa["info"]
+    adapters = sb["info"]["unlearn_adapter_params"]
+    held = sb["info"]["weights_per_process"]  # half the base (rounded up per tensor) and every adapter
+    assert sa["total_weights"] // 2 + adapters <= held < sa["total_weights"] // 2 + adapters + 2_000
+    if method == "hdsu":
+        assert sa["info"]["mask_sha256"] == sb["info"]["mask_sha256"]
+    for phase in ("before", "after"):  # every process probed the sharded model; rank 0 wrote it
+        pa, pb = store.probe_results(one, phase), store.probe_results(two, phase)
+        assert list(pa["item_id"]) == list(pb["item_id"]) and list(pa["pred"]) == list(pb["pred"])
+        assert float((pa["loss"] - pb["loss"]).abs().max()) < 1e-4
+    wa, wb = _state(store, one), _state(store, two)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=1e-5, msg=k)
+    rows = {r["label"]: r["value"] for r in audit.procedure_rows(sb["info"])}
+    assert rows["Processes"] == "2 (FSDP: the base sharded, torchrun)"
 
 
 def test_a_two_process_run_from_the_runs_page_is_cancellable(toy, tmp_path):  # noqa: F811

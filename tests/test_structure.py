@@ -215,7 +215,7 @@ LAYERS = {
     "encoding": 3,
     "losses": 4,
     "probes": 5,
-    **dict.fromkeys(["models", "lora", "private_training"], 6),
+    **dict.fromkeys(["models", "lora", "sharding", "private_training"], 6),
     "training": 7,
     "demo_model": 8,
     **dict.fromkeys(["methods", "artifacts", "attacks"], 9),

@@ -106,12 +106,16 @@ def injection_rows(info: Mapping[str, Any]) -> list[dict]:
 
 
 def _compute_rows(info: Mapping[str, Any]) -> list[dict]:
-    """How the run computed, where it differs from one plain process: data-parallel processes
-    (torchrun, the same result as one), bfloat16 autocast, gradient checkpointing, batch sizes
-    fitted to the GPU's free memory; and the mask's hash (the very weights it could change)."""
+    """How the run computed, where it differs from one plain process: data-parallel processes or
+    a base sharded over them (torchrun, the same result as one), bfloat16 autocast, gradient
+    checkpointing, batch sizes fitted to the GPU's free memory; and the mask's hash (the very
+    weights it could change)."""
     rows = []
     if (info.get("processes") or 1) > 1:
-        rows.append({"label": "Processes", "value": f"{info['processes']} (data-parallel, torchrun)"})
+        how = "FSDP: the base sharded" if info.get("fsdp") else "data-parallel"
+        rows.append({"label": "Processes", "value": f"{info['processes']} ({how}, torchrun)"})
+    if info.get("weights_per_process"):
+        rows.append({"label": "Weights per process", "value": f"{info['weights_per_process']:,}"})
     if info.get("autocast"):
         rows.append({"label": "Autocast", "value": str(info["autocast"])})
     if info.get("gradient_checkpointing"):

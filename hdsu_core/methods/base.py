@@ -244,7 +244,7 @@ def forget_retain_objective(ctx: UnlearnContext, s: dict, forget_term, retain_we
 def share_of_batch(ctx: UnlearnContext, encs: list[Encoded], term) -> torch.Tensor:
     """``term`` (a mean over the items of a batch) on this process's rows of ``encs``, scaled to
     its share of the whole batch's mean (distributed.py); the whole batch in one process."""
-    if not distributed.active():
+    if not distributed.splits_data():
         return term(*ctx.batch(encs))
     mine = distributed.shard(encs)
     if not mine:  # more processes than items: a zero that still has a graph

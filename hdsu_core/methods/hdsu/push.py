@@ -140,6 +140,6 @@ def _option_grad(st: HDSUState, mine: list[int], n_total: int) -> torch.Tensor:
 def _hold_totals(rb_all) -> tuple[int, int] | None:
     """(items, answer positions) of the whole hold batch, the means' denominators over several
     processes; None in one process (plain means)."""
-    if not distributed.active():
+    if not distributed.splits_data():
         return None
     return len(rb_all), sum(len(e.ids) - e.answer_start for e in rb_all)
