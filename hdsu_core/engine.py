@@ -340,8 +340,6 @@ def check_sharded_options(cfg: RunConfig) -> None:
         raise ValueError(f"fsdp refused with processes={cfg.processes}: sharding needs at least 2 processes")
     if cfg.attacks:
         raise ValueError("fsdp refused with attacks: they need the whole model in one process; run without --fsdp")
-    if cfg.gradient_checkpointing:
-        raise ValueError("fsdp refused with gradient checkpointing: not supported together yet")
 
 
 # The LoRA / DP-SGD options of the injection (recipe keys, --inject-lora / --inject-dp-*).

@@ -68,7 +68,6 @@ def test_processes_is_checked_and_does_not_change_the_config_hash():
         ({"processes": 2}, "fsdp refused without LoRA unlearning"),
         ({"unlearn_lora_r": 4}, "fsdp refused with processes=1"),
         ({"processes": 2, "unlearn_lora_r": 4, "attacks": ["quant"]}, "fsdp refused with attacks"),
-        ({"processes": 2, "unlearn_lora_r": 4, "gradient_checkpointing": True}, "fsdp refused with gradient"),
     ):
         with pytest.raises(ValueError, match=message):
             check_run_options(RunConfig(forget=["anxiety"], fsdp=True, **bad))
@@ -119,14 +118,15 @@ def test_two_gloo_processes_match_one_process(toy, tmp_path, method, lora_r):  #
     assert "Processes" not in {r["label"] for r in audit.procedure_rows(sa["info"])}
 
 
-@pytest.mark.parametrize("method", ["hdsu", "npo"])
-def test_a_sharded_base_over_two_processes_matches_the_one_process_lora_run(toy, tmp_path, method):  # noqa: F811
+@pytest.mark.parametrize(("method", "checkpointing"), [("hdsu", False), ("npo", False), ("hdsu", True)])
+def test_a_sharded_base_over_two_processes_matches_the_one_process_lora_run(toy, tmp_path, method, checkpointing):  # noqa: F811
     """--fsdp: the frozen base sharded over two gloo processes (FSDP2), the LoRA adapters in every
     process. Each process holds about half the weights, and the run is the one-process LoRA run:
     the same mask, metrics, probes and merged model, gathered whole into rank 0's receipt and delta."""
     store = Store(tmp_path / "h.duckdb")
     settings = SETTINGS.get(method, {"max_steps": 3, "check_every": 2})
     base = {**_base(toy, "hdsu"), "method": method, "settings": settings, "unlearn_lora_r": 4}
+    base["gradient_checkpointing"] = checkpointing
     one = create_run(store, RunConfig(**base), author="tester")
     execute_run(store, one, executor="test")
     two = create_run(store, RunConfig(**{**base, "processes": 2, "fsdp": True}), author="tester")
@@ -137,6 +137,7 @@ def test_a_sharded_base_over_two_processes_matches_the_one_process_lora_run(toy,
     assert {k: sa[k] for k in SAME_METRICS} == {k: sb[k] for k in SAME_METRICS}
     assert sa["changed_weights"] > 0 and b["config_hash"] == a["config_hash"]
     assert sb["info"]["fsdp"] is True and "fsdp" not in sa["info"]
+    assert sa["info"]["gradient_checkpointing"] is sb["info"]["gradient_checkpointing"] is checkpointing
     adapters = sb["info"]["unlearn_adapter_params"]
     held = sb["info"]["weights_per_process"]  # half the base (rounded up per tensor) and every adapter
     assert sa["total_weights"] // 2 + adapters <= held < sa["total_weights"] // 2 + adapters + 2_000
