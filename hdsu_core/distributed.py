@@ -186,5 +186,20 @@ def main_first() -> Iterator[None]:
         tdist.barrier()
 
 
+@contextmanager
+def in_turn() -> Iterator[None]:
+    """The ranks run the block one after another, rank 0 first (it may build a cache the others
+    find): a process that loads a whole model and keeps only its shard frees the rest before the
+    next one loads, so the host holds one whole copy at a time. No collective inside the block."""
+    if not active():
+        yield
+        return
+    for _ in range(rank()):
+        tdist.barrier()
+    yield
+    for _ in range(world() - 1 - rank()):
+        tdist.barrier()
+
+
 def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if tdist.get_backend() == "nccl" else torch.device("cpu")

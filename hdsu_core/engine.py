@@ -531,19 +531,23 @@ def _prepare_inputs(
     if not split.forget:
         raise ValueError(f"the selection {forget} matches no trained-on items in {cfg.dataset}")
     progress("load", 0.0, f"forget {len(split.forget)}, retain {len(split.retain)}, holdout {len(split.holdout)}")
+    if cfg.fsdp:  # the processes load in turn and keep their shards: one whole copy in host memory at a time
+        mesh = sharding.process_mesh(device)
+        with distributed.in_turn():
+            bundle = _start_model(cfg, store, items, progress, device, dtype)
+            model, shards = _shard_base(cfg, bundle.model.to(dtype=dtype), device, mesh, progress)
+        tok, max_len = bundle.tokenizer, probe_max_len(bundle)
+        return _RunInputs(hierarchy, forget, split, bundle, model, tok, max_len, device, dtype, shards)
     with distributed.main_first():  # rank 0 builds / caches the model, the others load it
         bundle = _start_model(cfg, store, items, progress, device, dtype)
     tok, max_len = bundle.tokenizer, probe_max_len(bundle)
-    if cfg.fsdp:
-        model, shards = _shard_base(cfg, bundle.model.to(dtype=dtype), device, progress)
-        return _RunInputs(hierarchy, forget, split, bundle, model, tok, max_len, device, dtype, shards)
     model = bundle.model.to(device=device, dtype=dtype)
     progress("load", 0.0, f"model {bundle.name} on {device_label(device)}, {cfg.dtype}")
     return _RunInputs(hierarchy, forget, split, bundle, model, tok, max_len, device, dtype)
 
 
 def _shard_base(
-    cfg: RunConfig, model: torch.nn.Module, device: torch.device, progress: ProgressFn
+    cfg: RunConfig, model: torch.nn.Module, device: torch.device, mesh, progress: ProgressFn
 ) -> tuple[torch.nn.Module, sharding.ShardedBase]:
     """A sharded run's model: the unlearning adapters put on first (so they stay out of the
     shards; while B is 0 the adapted model computes exactly what the model does), then the base
@@ -551,7 +555,7 @@ def _shard_base(
     skeleton = clone_model(model).cpu() if distributed.is_main() else None
     before = {k: v.detach().clone() for k, v in skeleton.state_dict().items()} if skeleton is not None else {}
     adapted, start = lora.wrap_for_unlearning(model, int(cfg.unlearn_lora_r or 0), cfg.seed)
-    held = sharding.shard(adapted, device)
+    held = sharding.shard(adapted, device, mesh)
     progress("load", 0.0, f"base sharded over {distributed.world()} processes: {held:,} weights on this one")
     return adapted, sharding.ShardedBase(skeleton, before, start, held)
 

@@ -33,13 +33,19 @@ class ShardedBase:
     local_elements: int  # weights this process holds: its base shard and the adapters
 
 
-def shard(adapted: torch.nn.Module, device: torch.device) -> int:
-    """Shard ``adapted`` (a peft model) in place over the process group on ``device``; returns
-    the weights this process now holds. From here on every process computes the whole batch."""
+def process_mesh(device: torch.device) -> Any:
+    """The one-dimensional device mesh over every process (a collective: all of them call it)."""
     from torch.distributed.device_mesh import init_device_mesh  # lazy: only a sharded run loads FSDP
+
+    return init_device_mesh(device.type, (distributed.world(),))
+
+
+def shard(adapted: torch.nn.Module, device: torch.device, mesh: Any) -> int:
+    """Shard ``adapted`` (a peft model) in place over ``mesh`` on ``device`` (no collective: each
+    process keeps its rows of every tensor); returns the weights this process now holds. From
+    here on every process computes the whole batch."""
     from torch.distributed.fsdp import fully_shard  # lazy: only a sharded run loads FSDP
 
-    mesh = init_device_mesh(device.type, (distributed.world(),))
     base = adapted.get_base_model()  # type: ignore[operator]
     ignored = {p for p in adapted.parameters() if p.requires_grad}  # the adapters
     for layer in _decoder_layers(base):

@@ -6,6 +6,7 @@ what the test compares."""
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -24,7 +25,11 @@ def main(out: str, tied: bool) -> None:
     model = LlamaForCausalLM(config).eval()
     skeleton = lora.snapshot(model)
     adapted, _ = lora.wrap_for_unlearning(model, 4, seed=1)
-    held = sharding.shard(adapted, torch.device("cpu")) if distributed.active() else lora.trainable_params(adapted)
+    held = (
+        sharding.shard(adapted, torch.device("cpu"), sharding.process_mesh(torch.device("cpu")))
+        if distributed.active()
+        else lora.trainable_params(adapted)
+    )
     ids = torch.randint(0, 96, (3, 9), generator=torch.Generator().manual_seed(2))
     mask = torch.zeros(3, 8, dtype=torch.bool)
     mask[:, 4:] = True
@@ -56,5 +61,20 @@ def main(out: str, tied: bool) -> None:
     distributed.close()
 
 
+def turns(out: str) -> None:
+    """Each rank appends 'start r' and 'end r' around a pause inside ``distributed.in_turn``."""
+    distributed.init(torch.device("cpu"))
+    with distributed.in_turn():
+        with open(out, "a") as f:
+            f.write(f"start {distributed.rank()}\n")
+        time.sleep(0.3)
+        with open(out, "a") as f:
+            f.write(f"end {distributed.rank()}\n")
+    distributed.close()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] == "tied")
+    if sys.argv[2] == "turns":
+        turns(sys.argv[1])
+    else:
+        main(sys.argv[1], sys.argv[2] == "tied")

@@ -18,14 +18,18 @@ from hdsu_core import paths, sharding
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 
 
-def _run(tmp_path: Path, tied: bool, processes: int) -> dict:
-    out = tmp_path / f"{tied}-{processes}.pt"
+def _worker(out: Path, mode: str, processes: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(paths.PROJECT_ROOT)}
-    cmd = [sys.executable, str(WORKER), str(out), "tied" if tied else "untied"]
+    cmd = [sys.executable, str(WORKER), str(out), mode]
     if processes > 1:
         cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _run(tmp_path: Path, tied: bool, processes: int) -> dict:
+    out = tmp_path / f"{tied}-{processes}.pt"
+    _worker(out, "tied" if tied else "untied", processes)
     return torch.load(out)
 
 
@@ -42,6 +46,14 @@ def test_two_processes_with_a_sharded_base_compute_the_one_process_result(tmp_pa
     base = sum(v.numel() for k, v in one["state"].items() if not (tied and k == "lm_head.weight"))
     whole = one["state"]["model.embed_tokens.weight"].numel() if tied else 0
     assert two["held"] == one["held"] + whole + (base - whole) // 2
+
+
+def test_three_processes_load_in_turn_one_after_another(tmp_path):
+    """A sharded run loads its model inside ``distributed.in_turn``: rank 0 first, each one done
+    before the next starts (one whole copy in host memory at a time)."""
+    out = tmp_path / "turns.txt"
+    _worker(out, "turns", 3)
+    assert out.read_text().split("\n")[:-1] == ["start 0", "end 0", "start 1", "end 1", "start 2", "end 2"]
 
 
 def test_plain_names_of_peft_keys():
