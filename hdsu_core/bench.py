@@ -17,6 +17,7 @@ from hdsu_core.engine import (
     retrain_reference,
     run_unlearning,
 )
+from hdsu_core.fmt import method_label
 from hdsu_core.lifecycle import create_run, execute_run
 from hdsu_core.methods import get_method
 from hdsu_core.progress import ProgressFn, no_progress
@@ -340,7 +341,7 @@ def format_table(rows: list[dict]) -> str:
     rows = [
         {
             **r,
-            "method": r["method"] + (f" (LoRA r{r['lora_r']})" if r.get("lora_r") else ""),
+            "method": method_label(r["method"], lora_r=r.get("lora_r")),
             "mia_ci": None
             if r.get("mia_auc_ci_low") is None
             else f"{r['mia_auc_ci_low']:.2f}-{r['mia_auc_ci_high']:.2f}",

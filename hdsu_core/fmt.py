@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -121,3 +121,10 @@ def metric_value(kind: str, v: Any) -> str:
     if kind == "seconds":
         return f"{x:.1f} s"
     return REPORT.fixed(x, 3)  # auc and plain floats
+
+
+def method_label(method: str, settings: Mapping[str, Any] | None = None, lora_r: int | None = None) -> str:
+    """The method, with the unlearning LoRA rank and the settings it was benched with when they
+    were changed: each is its own entry of bench's table and of the Benchmarks page."""
+    parts = ([f"LoRA r{lora_r}"] if lora_r else []) + [f"{k}={v}" for k, v in sorted((settings or {}).items())]
+    return f"{method} ({', '.join(parts)})" if parts else method

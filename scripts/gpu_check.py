@@ -124,7 +124,8 @@ def hdsu(label: str, *args: str, env: dict) -> str:
 def runs(dev: str, smoke: bool, home: Path, gguf: str | None) -> None:
     """Injection on the demo base (the demo model), one hdsu and one grad_diff run on it
     (``bench``: step time and tokens/s of both) and, on a GPU, SmolLM2 injected and unlearned, on
-    all weights and (DP-LoRA injection, LoRA unlearning) through adapters.
+    all weights and (DP-LoRA injection, LoRA unlearning) through adapters; with two GPUs or more,
+    the LoRA run again with the base sharded over two of them (``--fsdp``).
     The smoke keeps the cached demo model of var/ (a cache hit) and runs 3 steps per method."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HDSU_RUN_MODELS": str(home / "runs")}
     db = ["--db", str(home / "gpu_check.duckdb")]
@@ -147,6 +148,10 @@ def runs(dev: str, smoke: bool, home: Path, gguf: str | None) -> None:
         r = json.loads(hdsu("smollm2 DP-LoRA injection + LoRA hdsu run", *lora, "--json", *db, env=env))
         lora_keys = ("unlearn_adapter_params", "unlearn_adapter_params_changed", "unlearn_merged_weights_changed")
         say("smollm2 lora run", **{k: r.get(k) for k in keys + lora_keys})
+        if torch.cuda.device_count() >= 2:  # the base sharded over two GPUs (--fsdp); the same run otherwise
+            fsdp = [*lora, "--processes", "2", "--fsdp"]
+            r = json.loads(hdsu("smollm2 LoRA hdsu run, base sharded over 2 GPUs", *fsdp, "--json", *db, env=env))
+            say("smollm2 fsdp run", **{k: r.get(k) for k in keys + lora_keys})
 
 
 def main() -> int:

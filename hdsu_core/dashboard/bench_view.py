@@ -33,13 +33,6 @@ VALUE_COLS = (
 FRAME_COLS = ["bench_id", "created_at", "dataset", "setting", "method", "seed", "run_id", *VALUE_COLS]
 
 
-def method_label(method: str, settings: Mapping[str, Any] | None, lora_r: int | None = None) -> str:
-    """The method, with the unlearning LoRA rank and the settings it was benched with when they
-    were changed: each is its own entry of the tables and figures."""
-    parts = ([f"LoRA r{lora_r}"] if lora_r else []) + [f"{k}={v}" for k, v in sorted((settings or {}).items())]
-    return f"{method} ({', '.join(parts)})" if parts else method
-
-
 def setting_label(dataset: str, forget: Iterable[str] | str | None) -> str:
     """ "demo · forget anxiety": one dataset and forget selection."""
     sel = ", ".join(forget) if isinstance(forget, (list, tuple)) else str(forget or "?")
@@ -59,7 +52,7 @@ def bench_frame(raw: pd.DataFrame) -> pd.DataFrame:
                 "created_at": pd.Timestamp(r["created_at"]),
                 "dataset": r["dataset"],
                 "setting": setting_label(r["dataset"], m.get("forget")),
-                "method": method_label(str(r["method"]), m.get("settings"), m.get("lora_r")),
+                "method": fmt.method_label(str(r["method"]), m.get("settings"), m.get("lora_r")),
                 "seed": int(m["seed"]) if m.get("seed") is not None else 0,
                 "run_id": m.get("run_id") or "",
                 **{k: fmt.number(m.get(k)) for k in VALUE_COLS},
