@@ -154,12 +154,15 @@ def test_a_sharded_base_over_two_processes_matches_the_one_process_lora_run(toy,
     assert rows["Processes"] == "2 (FSDP: the base sharded, torchrun)"
 
 
-def test_a_two_process_run_from_the_runs_page_is_cancellable(toy, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_two_process_run_from_the_runs_page_is_cancellable(toy, tmp_path, sharded):  # noqa: F811
     """jobs.launch (the Unlearn page's Launch) of a long two-process run, then jobs.cancel (the
-    Runs page's Cancel) while it steps: every process stops and the run is marked cancelled."""
+    Runs page's Cancel) while it steps: every process stops and the run is marked cancelled;
+    also with the base sharded (--fsdp), where every process computes every step."""
     store = Store(tmp_path / "h.duckdb")
     long = {"max_steps": 100_000, "check_every": 100_000, "time_budget_s": 600.0}
-    cfg = RunConfig(**{**_base(toy, "grad_diff"), "settings": long, "processes": 2})
+    sharding = {"unlearn_lora_r": 4, "fsdp": True} if sharded else {}
+    cfg = RunConfig(**{**_base(toy, "grad_diff"), "settings": long, "processes": 2, **sharding})
     run_id = jobs.launch(cfg, store=store, author="tester")
     deadline = time.time() + 90
     while time.time() < deadline and "unlearn" not in set(store.progress_log(run_id)["phase"]):
