@@ -296,7 +296,8 @@ def test_run_with_attacks_hands_back_the_same_model(toy, tmp_path):  # noqa: F81
     assert not any(k.startswith("attack_") for k in db.metrics(plain["run_id"]))
     # A run without attacks hashes as before attacks existed; one with them does not.
     d = cfg.to_dict()
-    for k in ("keep_model", "from_run", "attacks", "processes", "autocast", "gradient_checkpointing", "unlearn_lora_r"):
+    added_later = ("processes", "autocast", "gradient_checkpointing", "unlearn_lora_r", "fsdp")
+    for k in ("keep_model", "from_run", "attacks", *added_later):
         d.pop(k)  # the options added after attacks hash only when not at their defaults
     assert plain["config_hash"] == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     assert attacked["config_hash"] != plain["config_hash"]
