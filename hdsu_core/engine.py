@@ -22,7 +22,7 @@ from hdsu_core.compute import device_label, prepare_device, resolve_compute, set
 from hdsu_core.datasets import QAItem, dataset_kind, load_spec
 from hdsu_core.demo_model import build_demo_model
 from hdsu_core.hierarchy import Hierarchy
-from hdsu_core.methods import UnlearnContext, get_method, schema
+from hdsu_core.methods import UnlearnContext, get_method, lora_overrides, schema
 from hdsu_core.methods.schema import check_value
 from hdsu_core.models import ModelBundle, check_model_files, clone_model, load_model
 from hdsu_core.probes import generate, perplexity, score_mcq
@@ -596,7 +596,9 @@ def _unlearn(
     # Kept on the CPU: on a GPU a second full copy of the weights would cost device memory.
     state_before = _state_before(run)
     method = get_method(cfg.method)
-    settings, efficiency_info = _efficiency(cfg, run, method.defaults)
+    lora_part = _lora_part(cfg, method)
+    given = {**lora_part, **cfg.settings}
+    settings, efficiency_info = _efficiency(cfg, run, {**method.defaults, **lora_part}, given)
     trained, ref, adapter_start = _trained_and_reference(cfg, run)
     ctx = UnlearnContext(
         model=trained,
@@ -625,6 +627,8 @@ def _unlearn(
     if adapter_start is not None:
         info.update(_merge_adapter(cfg, run, trained, adapter_start))
     info.update(efficiency_info)
+    if lora_part:
+        info["lora_defaults"] = lora_part  # the settings the LoRA run took in place of the method's defaults
     info.update(training_info(run.bundle.meta))  # LoRA rank / DP budget of the injection, when used
     info["device"] = device_label(run.device)
     info["dtype"] = str(run.dtype).replace("torch.", "")
@@ -673,14 +677,21 @@ def _state_before(run: _RunInputs) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
 
 
-def _efficiency(cfg: RunConfig, run: _RunInputs, defaults: dict) -> tuple[dict, dict]:
-    """The method's settings with the batch sizes the user left open fitted to the GPU's free
-    memory (efficiency.py; unchanged on the CPU), gradient checkpointing switched on when asked,
-    and what the run info records of both and of autocast."""
+def _lora_part(cfg: RunConfig, method) -> dict:
+    """The method's LoRA defaults a run through adapters takes, less the settings the user gave."""
+    if not cfg.unlearn_lora_r:
+        return {}
+    return {k: v for k, v in lora_overrides(method).items() if k not in cfg.settings}
+
+
+def _efficiency(cfg: RunConfig, run: _RunInputs, defaults: dict, given: dict) -> tuple[dict, dict]:
+    """The settings ``given`` (the user's, plus a LoRA run's LoRA defaults) with the batch sizes
+    left open fitted to the GPU's free memory (efficiency.py; unchanged on the CPU), gradient
+    checkpointing switched on when asked, and what the run info records of both and of autocast."""
     ckpt = cfg.gradient_checkpointing and efficiency.enable_checkpointing(run.model)
     free = efficiency.free_memory(run.device)
     per_item = efficiency.bytes_per_item(run.model.config, run.max_len, run.dtype, ckpt) if free is not None else 0
-    settings, chosen = efficiency.batch_settings(dict(cfg.settings), defaults, free, per_item)
+    settings, chosen = efficiency.batch_settings(dict(given), defaults, free, per_item)
     info = {
         "autocast": efficiency.autocast_label(run.device, cfg.autocast),
         "gradient_checkpointing": ckpt,

@@ -8,7 +8,7 @@ from hdsu_core.compute import ModelError, available_devices
 from hdsu_core.datasets import DatasetError
 from hdsu_core.engine import MAX_PROCESSES, RunConfig
 from hdsu_core.hierarchy import HierarchyError
-from hdsu_core.methods import available, get_method
+from hdsu_core.methods import available, get_method, lora_overrides, run_defaults
 from hdsu_core.model_zoo import NAMED_MODELS
 from hdsu_core.run_estimate import quick_estimate
 from hdsu_core.tagging import collateral_terms, make_split
@@ -188,18 +188,22 @@ method = st.selectbox(
     key="method",
     help="hdsu: hierarchical, concept-aware, sparse and bounded; the others are baselines",
 )
-defaults = dict(get_method(method).defaults)
+through_lora = bool(ss.get("unlearn_lora_r"))  # a LoRA run starts from the method's LoRA defaults
+defaults = run_defaults(get_method(method), lora=through_lora)
 settings = {}
 keys = D.key_settings(defaults)
+widget_prefix = f"set_{method}_{'lora_' if through_lora else ''}"
 cols = st.columns(max(1, len(keys)))
 for col, (k, v) in zip(cols, keys.items()):
     with col:
         if isinstance(v, int):
-            settings[k] = int(st.number_input(k, value=int(v), step=max(1, int(v) // 10 or 1), key=f"set_{method}_{k}"))
+            settings[k] = int(
+                st.number_input(k, value=int(v), step=max(1, int(v) // 10 or 1), key=f"{widget_prefix}{k}")
+            )
         else:
             settings[k] = float(
                 st.number_input(
-                    k, value=float(v), format="%g", step=float(v) / 10 if v else 0.1, key=f"set_{method}_{k}"
+                    k, value=float(v), format="%g", step=float(v) / 10 if v else 0.1, key=f"{widget_prefix}{k}"
                 )
             )
 with st.expander("Split and compute settings"):
@@ -250,8 +254,8 @@ with st.expander("Split and compute settings"):
         step=4,
         key="unlearn_lora_r",
         help="The method trains rank-R LoRA adapters only; they are merged into the weights before the "
-        "probes, the delta and the receipt. A mask fraction then counts adapter parameters: for hdsu, "
-        "mask_fraction 1 and step_norm 1 are the starting point measured on a toy (docs/method.md, LoRA unlearning)",
+        "probes, the delta and the receipt. A mask fraction then counts adapter parameters; hdsu then "
+        "defaults to mask_fraction 1 and step_norm 1 (docs/method.md, LoRA unlearning)",
     )
     p4.multiselect(
         "Is it really gone? attacks after the run",
@@ -280,10 +284,12 @@ no_launch = _ui.refusal("launch")
 if no_launch:
     problems.append(no_launch)
 changed = {k: v for k, v in settings.items() if v != defaults.get(k)}
+lora_note = ", ".join(f"{k}={v:g}" for k, v in lora_overrides(get_method(method)).items()) if through_lora else ""
 st.caption(
     f"Launching as **{_ui.actor()}** · method **{method}** · "
     f"{'default settings' if not changed else 'changed: ' + ', '.join(f'{k}={v:g}' for k, v in changed.items())}"
-    + (f" · through LoRA adapters of rank {int(ss['unlearn_lora_r'])}" if ss.get("unlearn_lora_r") else "")
+    + (f" · through LoRA adapters of rank {int(ss['unlearn_lora_r'])}" if through_lora else "")
+    + (f" (LoRA defaults: {lora_note})" if lora_note else "")
 )
 if spec:
     estimate = D.run_time_estimate(store.list_runs(limit=500), model=model, dataset=spec, method=method)

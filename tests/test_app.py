@@ -437,6 +437,26 @@ def test_unlearn_lora_choices_reach_the_launched_config(home, monkeypatch):
     assert cfg.recipe == {"lora_r": 8, "dp_epsilon": 4.0, "dp_delta": 1e-5, "dp_clip": 1.0}
 
 
+def test_unlearn_through_lora_shows_and_sends_hdsu_lora_defaults(home, monkeypatch):
+    """With a LoRA rank the hdsu inputs start at its LoRA defaults (mask_fraction 1, step_norm 1),
+    the caption names them, and launching untouched sends no settings (the engine applies them);
+    a value the user types is sent."""
+    launched: list = []
+    monkeypatch.setattr(jobs, "launch", lambda cfg, store, author: launched.append(cfg) or "r-lora")
+    at = app("unlearn", {"forget_selection": ["anxiety"]})
+    at.selectbox(key="method").set_value("hdsu").run()
+    assert at.number_input(key="set_hdsu_mask_fraction").value == 0.001
+    at.number_input(key="unlearn_lora_r").set_value(8).run()
+    assert at.number_input(key="set_hdsu_lora_mask_fraction").value == 1.0
+    assert at.number_input(key="set_hdsu_lora_step_norm").value == 1.0
+    assert any("LoRA defaults: mask_fraction=1, step_norm=1" in c.value for c in at.caption)
+    at.button(key="launch").click().run()
+    assert not at.exception and launched[-1].settings == {} and launched[-1].unlearn_lora_r == 8
+    at.number_input(key="set_hdsu_lora_mask_fraction").set_value(0.5).run()
+    at.button(key="launch").click().run()
+    assert launched[-1].settings == {"mask_fraction": 0.5}
+
+
 def test_unlearn_fsdp_choice_needs_processes_and_a_lora_rank(home, monkeypatch):
     """'Shard the base (FSDP)' is off by default; checked alone it blocks the launch with what it
     needs; with 2 processes and a LoRA rank it reaches the launched config (the sharded run itself:

@@ -213,3 +213,19 @@ def test_a_run_with_the_adapters_off_reference_equals_one_with_a_frozen_copy(toy
         b = run(method)
         assert a["root"] == b["root"], method  # the very same unlearned weights
         assert a["forget_acc_after"] == b["forget_acc_after"] and a["mia_auc"] == b["mia_auc"]
+
+
+def test_hdsu_through_adapters_takes_its_lora_defaults_for_the_settings_left_open(toy, original):  # noqa: F811
+    """Left open, hdsu's mask spans the whole adapter and its step is bounded at norm 1 (its LoRA
+    defaults); a setting the user gives wins; a run without LoRA keeps the plain defaults."""
+    open_run = run_unlearning(_cfg(toy, "hdsu", settings=QUICK))["info"]
+    assert open_run["lora_defaults"] == {"mask_fraction": 1.0, "step_norm": 1.0}
+    assert open_run["mask_size"] == open_run["unlearn_adapter_params"] == _adapter_size(original)
+    given = run_unlearning(_cfg(toy, "hdsu", settings={**QUICK, "mask_fraction": 0.05}))["info"]
+    assert given["lora_defaults"] == {"step_norm": 1.0}
+    assert given["mask_size"] == int(0.05 * given["unlearn_adapter_params"])
+    plain = run_unlearning(_cfg(toy, "hdsu", settings=QUICK, unlearn_lora_r=None))["info"]
+    assert "lora_defaults" not in plain
+    assert plain["mask_size"] == int(0.001 * sum(p.numel() for p in original.parameters()))
+    npo = run_unlearning(_cfg(toy, "npo"))["info"]  # a method without LoRA defaults records none
+    assert "lora_defaults" not in npo

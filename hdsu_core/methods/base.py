@@ -33,6 +33,17 @@ def get_method(name: str):
         raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}") from None
 
 
+def run_defaults(method, lora: bool) -> dict:
+    """A method's defaults for a run: with ``lora`` (it trains LoRA adapters) its ``lora_defaults``
+    replace the settings they name (a method without them has the same defaults either way)."""
+    return {**method.defaults, **(lora_overrides(method) if lora else {})}
+
+
+def lora_overrides(method) -> dict:
+    """The settings a method takes instead of its defaults when it trains LoRA adapters."""
+    return dict(getattr(method, "lora_defaults", {}))
+
+
 class Cancelled(Exception):
     """The run was cancelled by the user (checked between steps)."""
 

@@ -13,7 +13,7 @@ from hdsu_core.methods.base import StopRule, UnlearnContext, register, step_seco
 from hdsu_core.methods.hdsu.geometry import MaskedWeights
 from hdsu_core.methods.hdsu.push import push_until_stop
 from hdsu_core.methods.hdsu.repair import repair_retain
-from hdsu_core.methods.hdsu.settings import DEFAULTS, SCHEMA
+from hdsu_core.methods.hdsu.settings import DEFAULTS, LORA_DEFAULTS, SCHEMA
 from hdsu_core.methods.hdsu.settle import settle_forget
 from hdsu_core.methods.hdsu.shared_mask import batch_and_mask
 from hdsu_core.methods.hdsu.state import AtRiskRetain, HDSUState
@@ -25,6 +25,7 @@ ENDS_WITH_REPAIR = ("reached_target", "max_steps")  # stop reasons after which r
 class HDSU:
     name = "hdsu"
     defaults = DEFAULTS
+    lora_defaults = LORA_DEFAULTS
     schema = SCHEMA
 
     def run(self, ctx: UnlearnContext) -> dict:
